@@ -1,0 +1,45 @@
+"""Shared fixtures: small real media files and a micro demo corpus generated once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvts.config import resolve
+from tvts.corpus.demo.generate import DemoOutput, generate_demo
+from tvts.corpus.demo.media import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def make_video(path: Path, seconds: float = 2.0, fps: int = 8, size: tuple[int, int] = (64, 48),
+               audio: bool = True, seed: int = 0, faststart: bool = False) -> Path:
+    """A real H.264 (+AAC) file with moving content, so every frame differs."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    n = int(seconds * fps)
+    base = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+    frames = np.stack([np.roll(base, 3 * i, axis=1) for i in range(n)])
+    sr = 22050
+    tone = None
+    if audio:
+        t = np.arange(int(seconds * sr)) / sr
+        tone = (3000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    write_video(path, frames, fps, audio=tone, sample_rate=sr, faststart=faststart)
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_params():
+    return resolve({"profile": "micro"})
+
+
+@pytest.fixture(scope="session")
+def micro_demo(tmp_path_factory, micro_params) -> DemoOutput:
+    root = tmp_path_factory.mktemp("demo")
+    return generate_demo(micro_params.corpus.demo, 0, root, workers=1)

@@ -1,0 +1,129 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tvts import config
+from tvts.cli import main
+from tvts.config import ParamsError, load_params, resolve
+
+from .conftest import REPO
+
+
+def test_repo_params_are_the_demo_profile():
+    p = load_params(REPO / "params.yaml")
+    assert p.profile == "demo"
+    assert p.sort.lambda_ == 2.0
+    assert p.corpus.source == "demo"
+    # the demo profile is the schema defaults: params.yaml only restates some of them
+    assert p == resolve({})
+
+
+def test_sort_lambda_is_a_real_key_in_params_yaml():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert raw["sort"]["lambda"] == 2.0
+    assert resolve({"sort": {"lambda": 0.5}}).sort.lambda_ == 0.5
+
+
+def test_paper_profile_values():
+    p = resolve({"profile": "paper"})
+    v = p.model.video
+    assert (v.width, v.depth, v.heads, v.patch_size, v.tubelet) == (768, 12, 12, 16, 2)
+    assert (p.data.num_frames, p.data.frame_size, p.data.num_transcripts) == (16, 224, 4)
+    assert p.data.mask_ratio == 0.75 and p.contrastive.temperature == 0.05
+    assert p.sort.lambda_ == 2.0 and p.pretrain.lr == 1e-4
+    assert (p.pretrain.batch_size, p.pretrain.epochs) == (1024, 20)
+    assert (p.post_pretrain.image_frames, p.post_pretrain.clip_frames) == (1, 4)
+    assert p.post_pretrain.epochs == 12
+    assert p.model.text.name == "distilbert-base-uncased"
+
+
+def test_params_yaml_keys_override_the_profile():
+    p = resolve({"profile": "micro", "corpus": {"demo": {"num_videos": 7}}})
+    assert p.corpus.demo.num_videos == 7
+    assert p.corpus.demo.width == 96  # still micro's
+
+
+def test_micro_is_smaller_than_demo():
+    micro, demo = resolve({"profile": "micro"}), resolve({})
+    assert micro.corpus.demo.num_videos < demo.corpus.demo.num_videos
+    assert micro.model.video.width < demo.model.video.width
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"sort": {"lamda": 2}}, ["sort.lamda: unknown key", "Did you mean 'lambda'?"]),
+        ({"corpuss": {}}, ["corpuss: unknown key", "Did you mean 'corpus'?"]),
+        ({"sort": {"modeling": "ranking"}}, ["sort.modeling = 'ranking'", "'kway'", "'pairwise'"]),
+        ({"corpus": {"demo": {"width": 33}}}, ["corpus.demo.width = 33", "multiple of 2"]),
+        ({"corpus": {"demo": {"fps": "fast"}}}, ["corpus.demo.fps = 'fast'", "integer"]),
+        ({"data": {"mask_ratio": 1.5}}, ["data.mask_ratio = 1.5", "less than 1"]),
+        ({"corpus": {"source": "s3://"}}, ["corpus.source = 's3://'", "needs a bucket"]),
+        ({"data": {"window_s": [5, 3]}}, ["data.window_s", "min <= max"]),
+        ({"profile": "huge"}, ["profile = 'huge'", "demo, micro, paper"]),
+    ],
+)
+def test_bad_params_name_key_value_and_allowed(raw, expected):
+    with pytest.raises(ParamsError) as err:
+        resolve(raw, "params.yaml")
+    msg = str(err.value)
+    assert msg.startswith("params.yaml: invalid params")
+    for piece in expected:
+        assert piece in msg
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ParamsError) as err:
+        resolve({"sort": {"lamda": 1}, "seed": "x"})
+    assert "sort.lamda" in str(err.value) and "seed = 'x'" in str(err.value)
+
+
+def test_typo_in_a_profile_names_the_profile_file(tmp_path, monkeypatch):
+    (tmp_path / "broken.yaml").write_text("data:\n  num_frame: 8\n")
+    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    with pytest.raises(ParamsError) as err:
+        resolve({"profile": "broken"})
+    assert str(tmp_path / "broken.yaml") in str(err.value)
+    assert "data.num_frame: unknown key" in str(err.value)
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("sort: [\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- 1\n")
+    with pytest.raises(ParamsError, match="must be a mapping"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_cli_params_check(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text("profile: micro\nsort:\n  lambda: 0.5\n")
+    assert main(["params", "check", "--file", str(good)]) == 0
+    assert "ok (profile micro)" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sort:\n  lambda: -1\n")
+    assert main(["params", "check", "--file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "sort.lambda = -1" in err and "greater than or equal to 0" in err
+
+
+def test_cli_params_show_prints_resolved(tmp_path, capsys):
+    f = tmp_path / "p.yaml"
+    f.write_text("profile: paper\n")
+    assert main(["params", "show", "--file", str(f)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["video"]["width"] == 768
+    assert shown["sort"]["lambda"] == 2.0
+    assert resolve(shown) == resolve({"profile": "paper"})
+
+
+def test_every_profile_file_is_valid():
+    for name in config.available_profiles():
+        resolve({"profile": name}, f"profile {name}")
+    assert {"demo", "micro", "paper"} <= set(config.available_profiles())
+    assert Path(config.PROFILES_DIR, "paper.yaml").exists()

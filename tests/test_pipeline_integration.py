@@ -1,0 +1,69 @@
+"""The pipeline end to end through DVC, on the micro profile, in a scratch copy of the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tvts.tables import read_table
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _sh(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO / "tvts", root / "tvts",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "micro"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _sh(["git", "init", "-q"], root)
+    _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
+    _sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    _sh(["git", "add", "-A"], root)
+    _sh(["git", "commit", "-qm", "init"], root)
+    return root
+
+
+def test_dvc_repro_runs_the_pipeline(repo):
+    _sh([sys.executable, "-m", "dvc", "repro"], repo)
+    videos = read_table(repo / "data/corpus/videos.parquet", "videos")
+    metrics = json.loads((repo / "metrics/corpus.json").read_text())
+    assert len(videos) == metrics["videos"] == 4  # the micro profile's size
+    assert metrics["planted_leaks"] > 0
+    resolved = yaml.safe_load((repo / "data/corpus/params.resolved.yaml").read_text())
+    assert resolved["profile"] == "micro" and resolved["corpus"]["demo"]["num_videos"] == 4
+    # cached: a second repro has nothing to do
+    assert "didn't change" in _sh([sys.executable, "-m", "dvc", "status"], repo) or \
+        "up to date" in _sh([sys.executable, "-m", "dvc", "status"], repo)
+
+
+def test_dvc_exp_run_with_a_params_override(repo):
+    _sh([sys.executable, "-m", "dvc", "exp", "run", "-S", "+corpus.demo.num_videos=3",
+         "-S", "sort.lambda=0.5"], repo)
+    show = json.loads(_sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo))
+    runs = [exp for commit in show for exp in (commit.get("experiments") or [])]
+    assert runs, show
+    data = runs[0]["revs"][0]["data"]
+    assert data["metrics"]["metrics/corpus.json"]["data"]["videos"] == 3
+    assert data["params"]["params.yaml"]["data"]["sort"]["lambda"] == 0.5

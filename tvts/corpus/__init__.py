@@ -1,0 +1,1 @@
+"""Corpus sources (demo generator, local directory, S3, YT-Temporal), probing, the videos table."""

@@ -1,0 +1,1 @@
+"""The narrated demo corpus: shapes doing actions, each narrated while it happens."""

@@ -1,0 +1,393 @@
+"""Generate the narrated demo corpus, its downstream sets (in the real sets' formats), and
+planted leaks with their ground truth. Deterministic from the seed: every item draws from its
+own generator seeded by (seed, set, index), so the worker count does not change a byte.
+
+Layout under the output root:
+    pretrain/vid_0000.mp4 + vid_0000.json     narrated videos + ground-truth sidecars
+    downstream/ssv2/      labels.json, train.json, validation.json, videos/<id>.webm
+    downstream/msrvtt/    MSR_VTT.json, test_list.txt, videos/all/video<i>.mp4
+    downstream/webvid/    results_train.csv, videos/<page_dir>/<videoid>.mp4
+    downstream/cc3m/      Train_GCC-training.tsv, url_map.tsv, images/<n>.jpg
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tvts.config import DemoConfig
+from tvts.corpus.demo import media
+from tvts.corpus.demo.scene import (
+    ACTIONS,
+    Scene,
+    Segment,
+    State,
+    Thing,
+    apply,
+    background,
+    draw,
+    mix_audio,
+    plan_narrated,
+    random_state,
+    random_things,
+    render,
+    sentence,
+    valid,
+    vocabulary,
+)
+from tvts.corpus.demo.speech import Synthesizer
+from tvts.storage import atomic_path, atomic_write_text
+
+# Evaluation sets whose clips may be planted into the pretraining corpus.
+LEAK_SOURCES = ("ssv2", "msrvtt")
+_SET_CODES = {"pretrain": 0, "ssv2_train": 1, "ssv2_val": 2, "msrvtt": 3, "webvid": 4, "cc3m": 5}
+SSV2_TEMPLATES = {
+    "move_left": "Moving [something] to the left",
+    "move_right": "Moving [something] to the right",
+    "move_up": "Moving [something] up",
+    "move_down": "Moving [something] down",
+    "grow": "Making [something] bigger",
+    "shrink": "Making [something] smaller",
+    "rotate": "Rotating [something]",
+    "appear": "[Something] appearing",
+    "disappear": "[Something] disappearing",
+}
+ALTERATIONS = ("rescale", "crop", "rescale+crop")
+_LEAK_QUALITY, _QUALITY = 32, 23
+
+
+@dataclass(frozen=True)
+class Job:
+    """One item to generate; everything a worker needs, picklable."""
+
+    kind: str
+    index: int
+    cfg: DemoConfig
+    seed: int
+    root: str
+    leak: dict[str, Any] | None = None
+
+
+def _rng(job: Job) -> np.random.Generator:
+    return np.random.default_rng([job.seed, _SET_CODES[job.kind], job.index])
+
+
+def _synth(cfg: DemoConfig) -> Synthesizer:
+    return Synthesizer.get(cfg.voice, cfg.speech_rate_wpm, vocabulary())
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def _segment_record(seg: Segment, things: list[Thing]) -> dict[str, Any]:
+    rec: dict[str, Any] = {"kind": seg.kind, "start_s": round(seg.start_s, 4),
+                           "end_s": round(seg.end_s, 4)}
+    if seg.kind == "event":
+        rec.update(object=things[seg.thing].name, action=seg.action,
+                   sentence=sentence(things[seg.thing], seg.action))
+        if seg.utterance is not None:
+            t0 = seg.speech_start_s
+            rec["speech"] = {
+                "start_s": round(t0, 4),
+                "end_s": round(t0 + seg.utterance.duration_s, 4),
+                "words": [{"word": w.word, "start_s": round(t0 + w.start_s, 4),
+                           "end_s": round(t0 + w.end_s, 4)} for w in seg.utterance.words],
+            }
+    rec.update(seg.info)
+    return rec
+
+
+# ---------------------------------------------------------------- downstream items
+def _ssv2_clip(job: Job) -> dict[str, Any]:
+    rng, cfg = _rng(job), job.cfg
+    action = ACTIONS[job.index % len(ACTIONS)]
+    while True:
+        thing = random_things(rng, 1)[0]
+        state = random_state(rng, visible=action != "appear")
+        if valid(action, thing, state):
+            break
+    lead, length = 0.4, float(rng.uniform(1.5, 2.2))
+    seg = Segment("event", lead, lead + length, 0, action, state, apply(action, thing, state))
+    scene = Scene([thing], [state], [seg], lead + length + 0.4, int(rng.integers(2**31)))
+    frames = render(scene, cfg.fps, cfg.width, cfg.height)
+    clip_id = str((100000 if job.kind == "ssv2_train" else 200000) + job.index)
+    media.write_video(Path(job.root) / "videos" / f"{clip_id}.webm", frames, cfg.fps)
+    template = SSV2_TEMPLATES[action]
+    return {"id": clip_id, "label": template.replace("[something]", thing.name)
+            .replace("[Something]", thing.name), "template": template,
+            "placeholders": [thing.name]}
+
+
+def _captioned_clip(job: Job) -> dict[str, Any]:
+    """MSR-VTT (with narration audio) or WebVid (silent stock-footage style) item."""
+    rng, cfg = _rng(job), job.cfg
+    things = random_things(rng, int(rng.integers(1, 3)))
+    initial = [random_state(rng) for _ in things]
+    duration = float(rng.uniform(5.0, 7.0))
+    segments = plan_narrated(rng, _synth(cfg), duration, things, initial, 0.0, lead_s=0.3)
+    scene = Scene(things, initial, segments, duration, int(rng.integers(2**31)))
+    frames = render(scene, cfg.fps, cfg.width, cfg.height)
+    sentences = [sentence(things[s.thing], s.action) for s in segments if s.kind == "event"]
+    caption = ", then ".join(sentences)
+    if job.kind == "msrvtt":
+        vid = f"video{job.index}"
+        audio = mix_audio(scene, _synth(cfg).sample_rate, int(rng.integers(2**31)))
+        media.write_video(Path(job.root) / "videos" / "all" / f"{vid}.mp4", frames, cfg.fps,
+                          audio=audio, sample_rate=_synth(cfg).sample_rate)
+        return {"video_id": vid, "duration": round(duration, 3),
+                "captions": [caption, *sentences]}
+    vid = str(5000000 + job.index)
+    lo = job.index // 50 * 50 + 1
+    page_dir = f"{lo:06d}_{lo + 49:06d}"
+    media.write_video(Path(job.root) / "videos" / page_dir / f"{vid}.mp4", frames, cfg.fps)
+    return {"videoid": vid, "page_dir": page_dir, "name": caption, "duration": duration}
+
+
+def _where(s: State) -> str:
+    horiz = "on the left" if s.x < 0.35 else "on the right" if s.x > 0.65 else "in the middle"
+    vert = "at the top" if s.y < 0.35 else "at the bottom" if s.y > 0.65 else ""
+    return f"{vert} {horiz}".strip() if vert else horiz
+
+
+def _cc3m_image(job: Job) -> dict[str, Any]:
+    rng, cfg = _rng(job), job.cfg
+    things = random_things(rng, int(rng.integers(1, 3)))
+    states = [random_state(rng) for _ in things]
+    if len(states) == 2 and (states[0].x, states[0].y) == (states[1].x, states[1].y):
+        states[1] = State(1.0 - states[0].x if states[0].x != 0.5 else 0.2, states[1].y,
+                          states[1].size)
+    img = background(int(rng.integers(2**31)), cfg.width, cfg.height)
+    for th, st in zip(things, states, strict=True):
+        draw(img, th, st)
+    parts = [f"a {'big' if st.size > 0.14 else 'small'} {th.name} {_where(st)}"
+             for th, st in zip(things, states, strict=True)]
+    name = f"{job.index:07d}.jpg"
+    target = Path(job.root) / "images" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8)).save(
+            tmp, format="JPEG", quality=90)
+    return {"caption": " and ".join(parts), "url": f"https://cc3m.demo.invalid/{name}",
+            "path": f"images/{name}"}
+
+
+# ---------------------------------------------------------------- pretraining videos
+def _alter(frames: np.ndarray, alteration: str, rng: np.random.Generator, width: int,
+           height: int) -> tuple[np.ndarray, int]:
+    """A leaked copy: time-shifted (leading frames dropped), rescaled and/or cropped."""
+    trim = int(rng.integers(1, max(2, len(frames) // 4)))
+    out = []
+    crop = float(rng.uniform(0.75, 0.88))
+    for f in frames[trim:]:
+        im = Image.fromarray(f)
+        if "crop" in alteration:
+            w, h = im.size
+            cw, ch = int(w * crop), int(h * crop)
+            left, top = (w - cw) // 2, (h - ch) // 2
+            im = im.crop((left, top, left + cw, top + ch))
+        if "rescale" in alteration:
+            im = im.resize((max(16, width // 2), max(16, height // 2)), Image.BILINEAR)
+        out.append(np.asarray(im.resize((width, height), Image.BILINEAR)))
+    return np.stack(out), trim
+
+
+def _pretrain_video(job: Job) -> dict[str, Any]:
+    rng, cfg = _rng(job), job.cfg
+    synth = _synth(cfg)
+    things = random_things(rng, 2)
+    initial = [random_state(rng), random_state(rng, visible=bool(rng.random() < 0.7))]
+    if (initial[0].x, initial[0].y) == (initial[1].x, initial[1].y):
+        initial[1] = State(0.5 if initial[0].x != 0.5 else 0.2, initial[1].y, initial[1].size,
+                           alpha=initial[1].alpha)
+    leak_frames = leak_audio = None
+    leak_slot = None
+    if job.leak is not None:
+        src = Path(job.leak["path"])
+        leak_frames, trim = _alter(media.read_frames(src), job.leak["alteration"], rng,
+                                   cfg.width, cfg.height)
+        leak_audio = media.read_audio(src, synth.sample_rate)
+        if leak_audio is not None:
+            leak_audio = leak_audio[int(trim / cfg.fps * synth.sample_rate):]
+        leak_slot = len(leak_frames) / cfg.fps
+    segments = plan_narrated(rng, synth, cfg.duration_s, things, initial, cfg.silence_prob,
+                             leak_slot_s=leak_slot)
+    scene = Scene(things, initial, segments, cfg.duration_s, int(rng.integers(2**31)))
+    frames = render(scene, cfg.fps, cfg.width, cfg.height, leak_frames)
+    audio = mix_audio(scene, synth.sample_rate, int(rng.integers(2**31)), leak_audio)
+    stem = f"vid_{job.index:04d}"
+    video_path = Path(job.root) / f"{stem}.mp4"
+    media.write_video(video_path, frames, cfg.fps, audio=audio, sample_rate=synth.sample_rate,
+                      quality=_LEAK_QUALITY if job.leak else _QUALITY)
+    leak_rec = None
+    for seg in segments:
+        if seg.kind == "leak" and job.leak is not None:
+            leak_rec = {"downstream_set": job.leak["set"], "downstream_id": job.leak["id"],
+                        "alteration": f"shift+{job.leak['alteration']}",
+                        "offset_s": round(seg.start_s, 4), "trimmed_frames": trim}
+            seg.info = {k: v for k, v in leak_rec.items() if k != "offset_s"}
+    sidecar = {
+        "file": video_path.name,
+        "duration_s": cfg.duration_s,
+        "fps": cfg.fps,
+        "width": cfg.width,
+        "height": cfg.height,
+        "sample_rate": synth.sample_rate,
+        "voice": cfg.voice,
+        "objects": [asdict(t) for t in things],
+        "segments": [_segment_record(s, things) for s in segments],
+        "leak": leak_rec,
+    }
+    _write_json(Path(job.root) / f"{stem}.json", sidecar)
+    return {"file": video_path.name, "leak": leak_rec}
+
+
+_MAKERS: dict[str, Callable[[Job], dict[str, Any]]] = {
+    "ssv2_train": _ssv2_clip,
+    "ssv2_val": _ssv2_clip,
+    "msrvtt": _captioned_clip,
+    "webvid": _captioned_clip,
+    "cc3m": _cc3m_image,
+    "pretrain": _pretrain_video,
+}
+
+
+def _run_job(job: Job) -> dict[str, Any]:
+    return _MAKERS[job.kind](job)
+
+
+def _run_all(jobs: list[Job], workers: int, progress: Callable[[int], None]) -> list[dict]:
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            results.append(_run_job(job))
+            progress(1)
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        results = []
+        for r in pool.map(_run_job, jobs, chunksize=1):
+            results.append(r)
+            progress(1)
+        return results
+
+
+# ---------------------------------------------------------------- annotation files
+def _write_ssv2(root: Path, train: list[dict], val: list[dict]) -> None:
+    labels = {t.replace("[something]", "something").replace("[Something]", "Something"): str(i)
+              for i, t in enumerate(SSV2_TEMPLATES.values())}
+    _write_json(root / "labels.json", labels)
+    _write_json(root / "train.json", train)
+    _write_json(root / "validation.json", val)
+
+
+def _write_msrvtt(root: Path, items: list[dict]) -> None:
+    videos = [{"category": 0, "url": "", "video_id": it["video_id"], "start time": 0.0,
+               "end time": it["duration"], "split": "test", "id": i}
+              for i, it in enumerate(items)]
+    sentences = [{"caption": c, "video_id": it["video_id"], "sen_id": 0}
+                 for it in items for c in it["captions"]]
+    for i, s in enumerate(sentences):
+        s["sen_id"] = i
+    _write_json(root / "MSR_VTT.json", {"info": {"description": "tvts demo MSR-VTT"},
+                                        "videos": videos, "sentences": sentences})
+    atomic_write_text(root / "test_list.txt", "".join(f"{it['video_id']}\n" for it in items))
+
+
+def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _write_webvid(root: Path, items: list[dict]) -> None:
+    rows = [[it["videoid"], f"https://webvid.demo.invalid/{it['videoid']}.mp4",
+             f"PT00H00M{round(it['duration']):02d}S", it["page_dir"], it["name"]]
+            for it in items]
+    atomic_write_text(root / "results_train.csv",
+                      _csv_text(["videoid", "contentUrl", "duration", "page_dir", "name"], rows))
+
+
+def _write_cc3m(root: Path, items: list[dict]) -> None:
+    atomic_write_text(root / "Train_GCC-training.tsv",
+                      "".join(f"{it['caption']}\t{it['url']}\n" for it in items))
+    atomic_write_text(root / "url_map.tsv",
+                      "".join(f"{it['url']}\t{it['path']}\n" for it in items))
+
+
+# ---------------------------------------------------------------- entry point
+@dataclass(frozen=True)
+class DemoOutput:
+    pretrain_dir: Path
+    downstream_dir: Path
+    # One row per planted leak: pretraining file (relative to pretrain_dir), set, id, alteration.
+    leaks: list[dict[str, Any]]
+
+
+def plan_leaks(cfg: DemoConfig, seed: int, clips: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Which evaluation clips are planted in which pretraining videos, and how altered."""
+    rng = np.random.default_rng([seed, 99])
+    pool = [(s, cid) for s in LEAK_SOURCES for cid in clips[s]]
+    n = min(round(cfg.leak_fraction * len(pool)), cfg.num_videos)
+    chosen = rng.choice(len(pool), size=n, replace=False) if n else []
+    hosts = rng.choice(cfg.num_videos, size=n, replace=False) if n else []
+    return [{"set": pool[c][0], "id": pool[c][1], "video_index": int(h),
+             "alteration": ALTERATIONS[k % len(ALTERATIONS)]}
+            for k, (c, h) in enumerate(zip(chosen, hosts, strict=True))]
+
+
+def generate_demo(cfg: DemoConfig, seed: int, root: str | Path, workers: int = 1,
+                  progress: Callable[[int], None] | None = None) -> DemoOutput:
+    root = Path(root)
+    tick = progress or (lambda n: None)
+    down = root / "downstream"
+    sizes = cfg.downstream
+    ds_jobs = (
+        [Job("ssv2_train", i, cfg, seed, str(down / "ssv2")) for i in range(sizes.ssv2_train)]
+        + [Job("ssv2_val", i, cfg, seed, str(down / "ssv2")) for i in range(sizes.ssv2_val)]
+        + [Job("msrvtt", i, cfg, seed, str(down / "msrvtt")) for i in range(sizes.msrvtt)]
+        + [Job("webvid", i, cfg, seed, str(down / "webvid")) for i in range(sizes.webvid)]
+        + [Job("cc3m", i, cfg, seed, str(down / "cc3m")) for i in range(sizes.cc3m)]
+    )
+    results = _run_all(ds_jobs, workers, tick)
+    by_kind: dict[str, list[dict]] = {}
+    for job, res in zip(ds_jobs, results, strict=True):
+        by_kind.setdefault(job.kind, []).append(res)
+    _write_ssv2(down / "ssv2", by_kind["ssv2_train"], by_kind["ssv2_val"])
+    _write_msrvtt(down / "msrvtt", by_kind["msrvtt"])
+    _write_webvid(down / "webvid", by_kind["webvid"])
+    _write_cc3m(down / "cc3m", by_kind["cc3m"])
+
+    clip_paths = {
+        "ssv2": {it["id"]: down / "ssv2" / "videos" / f"{it['id']}.webm"
+                 for it in by_kind["ssv2_val"]},
+        "msrvtt": {it["video_id"]: down / "msrvtt" / "videos" / "all" / f"{it['video_id']}.mp4"
+                   for it in by_kind["msrvtt"]},
+    }
+    leaks = plan_leaks(cfg, seed, {k: list(v) for k, v in clip_paths.items()})
+    leak_by_host = {
+        lk["video_index"]: {**lk, "path": str(clip_paths[lk["set"]][lk["id"]])} for lk in leaks
+    }
+    pre = root / "pretrain"
+    pre_jobs = [Job("pretrain", i, cfg, seed, str(pre), leak_by_host.get(i))
+                for i in range(cfg.num_videos)]
+    planted = [r["leak"] | {"file": r["file"]} for r in _run_all(pre_jobs, workers, tick)
+               if r["leak"] is not None]
+    return DemoOutput(pre, down, planted)
+
+
+def demo_item_count(cfg: DemoConfig) -> int:
+    s = cfg.downstream
+    return cfg.num_videos + s.ssv2_train + s.ssv2_val + s.msrvtt + s.webvid + s.cc3m

@@ -1,0 +1,92 @@
+"""Probing a video file: duration, frame rate, size, audio; bad files raise ProbeError."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+_HASH_CHUNK = 1 << 20
+
+
+class ProbeError(Exception):
+    """The file is not a usable video; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    has_audio: bool
+
+
+def content_hash(path: str | Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _last_frame_time(container: av.container.InputContainer, stream, duration_s: float) -> float:
+    """Time of the last decodable frame, decoding only the final stretch."""
+    tb = float(stream.time_base)
+    target = max(0.0, duration_s - 2.0)
+    container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
+    last = -1.0
+    for frame in container.decode(stream):
+        if frame.pts is not None:
+            last = max(last, frame.pts * tb)
+    return last
+
+
+def probe_video(path: str | Path, verify_decode: bool = True) -> Probe:
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ProbeError("empty file (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise ProbeError(f"not a readable video container ({e.strerror or e})") from None
+    with container:
+        if not container.streams.video:
+            raise ProbeError("no video stream")
+        vs = container.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        fps = float(rate) if rate else 0.0
+        if fps <= 0:
+            raise ProbeError("video stream has no frame rate")
+        if vs.duration is not None and vs.time_base is not None:
+            duration = float(vs.duration * vs.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            raise ProbeError("duration unknown (no stream or container duration)")
+        width, height = vs.codec_context.width, vs.codec_context.height
+        if not width or not height:
+            raise ProbeError("video stream has no frame size")
+        has_audio = len(container.streams.audio) > 0
+        if verify_decode:
+            try:
+                next(container.decode(vs))
+            except StopIteration:
+                raise ProbeError("no decodable video frame") from None
+            except av.error.FFmpegError as e:
+                raise ProbeError(f"first frame does not decode ({e.strerror or e})") from None
+            try:
+                last = _last_frame_time(container, vs, duration)
+            except av.error.FFmpegError as e:
+                raise ProbeError(
+                    f"truncated or corrupt: the end does not decode ({e.strerror or e})"
+                ) from None
+            # A frame lasts 1/fps: the last one starts about that long before the end.
+            if last < duration - max(1.0, 0.05 * duration):
+                raise ProbeError(
+                    f"truncated: frames stop at {max(last, 0):.2f} s of {duration:.2f} s"
+                )
+    return Probe(duration, fps, int(width), int(height), has_audio)

@@ -1,0 +1,1 @@
+"""One thin entry module per DVC stage: read params, call the library, write outputs."""

@@ -1,0 +1,88 @@
+"""`corpus` stage: corpus.source -> data/corpus/{videos,quarantine,subtitles,leak_truth}.parquet."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+
+from tvts.config import Params
+from tvts.corpus.build import inspect_all, tabulate
+from tvts.corpus.demo.generate import demo_item_count, generate_demo
+from tvts.corpus.sources import Collected, collect, scan_dir, source_kind
+from tvts.stages.common import progress_bar, record_params, write_metrics
+from tvts.storage import display_path
+from tvts.tables import frame, write_table
+
+OUT_DIR = Path("data/corpus")
+METRICS = Path("metrics/corpus.json")
+
+
+def _generate(params: Params, out_dir: Path) -> tuple[Collected, list[dict]]:
+    """Generate the demo into a temp dir, then swap it in: never a half-written demo."""
+    cfg = params.corpus
+    final, partial = out_dir / "demo", out_dir / ".demo.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    with progress_bar(demo_item_count(cfg.demo), "demo corpus") as bar:
+        out = generate_demo(cfg.demo, params.seed, partial, cfg.workers, bar.update)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    collected = scan_dir(final / "pretrain", cfg, source="demo")
+    truth = [{"uri": display_path(final / "pretrain" / lk["file"]), **lk} for lk in out.leaks]
+    return collected, truth
+
+
+def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS) -> str:
+    t0 = time.perf_counter()
+    cfg = params.corpus
+    kind = source_kind(cfg.source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth: list[dict] = []
+    if kind == "demo":
+        collected, truth = _generate(params, out_dir)
+    else:
+        collected = collect(cfg)
+    t_collect = time.perf_counter() - t0
+
+    with progress_bar(len(collected.candidates), "probing") as bar:
+        inspected = inspect_all(collected.candidates, cfg, bar.update)
+    videos, quarantine = tabulate(inspected, cfg)
+
+    kept = set(videos["video_id"])
+    subtitles = frame(collected.subtitles, "subtitles").filter(pl.col("video_id").is_in(kept))
+    uri_to_id = dict(zip(videos["uri"], videos["video_id"], strict=True))
+    leak_truth = frame(
+        [{"video_id": uri_to_id.get(t["uri"]), "uri": t["uri"],
+          "downstream_set": t["downstream_set"], "downstream_id": t["downstream_id"],
+          "alteration": t["alteration"], "offset_s": t["offset_s"]} for t in truth],
+        "leak_truth",
+    )
+    write_table(videos, out_dir / "videos.parquet", "videos")
+    write_table(quarantine, out_dir / "quarantine.parquet", "quarantine")
+    write_table(subtitles, out_dir / "subtitles.parquet", "subtitles")
+    write_table(leak_truth, out_dir / "leak_truth.parquet", "leak_truth")
+    record_params(params, out_dir)
+
+    reasons = Counter(r.split(":")[0].split(" (")[0] for r in quarantine["reason"])
+    metrics = {
+        "source": kind,
+        "videos": videos.height,
+        "quarantined": quarantine.height,
+        "quarantine_reasons": dict(sorted(reasons.items())),
+        "without_audio": int((~videos["has_audio"]).sum()),
+        "hours": round(float(videos["duration_s"].sum()) / 3600, 4),
+        "val_videos": int((videos["split"] == "val").sum()),
+        "ignored_files": collected.ignored_files,
+        "planted_leaks": leak_truth.height,
+    }
+    write_metrics(metrics_path, metrics)
+    elapsed = time.perf_counter() - t0
+    return (
+        f"corpus: {videos.height} videos ({metrics['hours'] * 60:.1f} min, "
+        f"{metrics['without_audio']} without audio), {quarantine.height} quarantined, "
+        f"source={kind}; {elapsed:.1f} s ({t_collect:.1f} s "
+        f"{'generating' if kind == 'demo' else 'collecting'})"
+    )

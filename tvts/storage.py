@@ -1,0 +1,127 @@
+"""Local and s3:// storage: atomic writes, S3 listing, and a content-addressed object cache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tvts.config import S3Config
+from tvts.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/key` -> (`bucket`, `some/key`)."""
+    if not is_s3(uri):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def display_path(path: str | Path) -> str:
+    """Relative to the working directory when inside it, so tables move with the repo."""
+    p = Path(path).absolute()
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def s3_client(cfg: S3Config) -> Any:
+    import boto3
+
+    session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
+    return session.client("s3", endpoint_url=cfg.endpoint_url)
+
+
+@dataclass(frozen=True)
+class S3Object:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    storage_class: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def list_s3(client: Any, uri: str) -> list[S3Object]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_s3(uri)
+    objects = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                objects.append(
+                    S3Object(
+                        bucket=bucket,
+                        key=o["Key"],
+                        size=int(o["Size"]),
+                        etag=o["ETag"].strip('"'),
+                        storage_class=o.get("StorageClass", "STANDARD"),
+                    )
+                )
+    except (ClientError, BotoCoreError) as e:
+        raise UserError(
+            f"corpus.source = {uri!r}: cannot list the bucket ({e}). Check the bucket name, "
+            "credentials (AWS_* variables or corpus.s3.profile) and corpus.s3.endpoint_url."
+        ) from None
+    return objects
+
+
+class S3Cache:
+    """Objects stored under their ETag and size: a re-run or a second key with the same
+    content downloads nothing."""
+
+    def __init__(self, root: str | Path, client: Any):
+        self.root = Path(root) / "s3"
+        self.client = client
+
+    def path_for(self, obj: S3Object) -> Path:
+        tag = re.sub(r"[^0-9A-Za-z-]", "", obj.etag)
+        return self.root / f"{tag}-{obj.size}{Path(obj.key).suffix.lower()}"
+
+    def fetch(self, obj: S3Object) -> Path:
+        """Local copy of `obj`; raises OSError or botocore's errors when it cannot be read
+        (missing, access denied, archived in Glacier, short read)."""
+        target = self.path_for(obj)
+        if target.exists() and target.stat().st_size == obj.size:
+            return target
+        with atomic_path(target) as tmp:
+            self.client.download_file(obj.bucket, obj.key, str(tmp))
+            got = tmp.stat().st_size
+            if got != obj.size:
+                raise OSError(f"short download: {got} of {obj.size} bytes")
+        return target

@@ -1,0 +1,101 @@
+"""The Parquet tables the stages exchange: each schema declared once, read and written here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tvts.storage import atomic_path
+
+VIDEOS = pl.Schema(
+    {
+        "video_id": pl.Utf8,
+        "uri": pl.Utf8,
+        "duration_s": pl.Float64,
+        "fps": pl.Float64,
+        "width": pl.Int32,
+        "height": pl.Int32,
+        "has_audio": pl.Boolean,
+        "source": pl.Utf8,
+        "split": pl.Utf8,
+    }
+)
+WORDS = pl.Schema(
+    {
+        "video_id": pl.Utf8,
+        "idx": pl.Int32,
+        "word": pl.Utf8,
+        "start_s": pl.Float64,
+        "end_s": pl.Float64,
+        "confidence": pl.Float64,
+    }
+)
+# Words a source ships with start times only (YT-Temporal / MERLOT `subtitles`).
+SUBTITLES = pl.Schema(
+    {"video_id": pl.Utf8, "idx": pl.Int32, "word": pl.Utf8, "start_s": pl.Float64}
+)
+QUARANTINE = pl.Schema(
+    {"video_id": pl.Utf8, "uri": pl.Utf8, "stage": pl.Utf8, "reason": pl.Utf8}
+)
+LEAKS = pl.Schema(
+    {
+        "video_id": pl.Utf8,
+        "downstream_set": pl.Utf8,
+        "downstream_id": pl.Utf8,
+        "similarity": pl.Float64,
+        "frame_pair": pl.List(pl.Int32),
+    }
+)
+# Planted leaks of the demo corpus: the truth the dedup stage is scored against.
+LEAK_TRUTH = pl.Schema(
+    {
+        "video_id": pl.Utf8,
+        "uri": pl.Utf8,
+        "downstream_set": pl.Utf8,
+        "downstream_id": pl.Utf8,
+        "alteration": pl.Utf8,
+        "offset_s": pl.Float64,
+    }
+)
+
+SCHEMAS: dict[str, pl.Schema] = {
+    "videos": VIDEOS,
+    "words": WORDS,
+    "subtitles": SUBTITLES,
+    "quarantine": QUARANTINE,
+    "leaks": LEAKS,
+    "leak_truth": LEAK_TRUTH,
+}
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def conform(df: pl.DataFrame, schema: pl.Schema, name: str) -> pl.DataFrame:
+    """Exactly the schema's columns, in order, cast to its types; a missing column is an error."""
+    missing = [c for c in schema.names() if c not in df.columns]
+    extra = [c for c in df.columns if c not in schema]
+    if missing or extra:
+        raise SchemaError(f"table {name!r}: missing columns {missing}, unexpected {extra}")
+    return df.select([pl.col(c).cast(t, strict=True) for c, t in schema.items()])
+
+
+def frame(rows: Iterable[Mapping[str, Any]], name: str) -> pl.DataFrame:
+    schema = SCHEMAS[name]
+    return pl.DataFrame(list(rows), schema=schema, orient="row")
+
+
+def write_table(df: pl.DataFrame, path: str | Path, name: str) -> pl.DataFrame:
+    """Validate against the named schema and write atomically."""
+    df = conform(df, SCHEMAS[name], name)
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+    return df
+
+
+def read_table(path: str | Path, name: str) -> pl.DataFrame:
+    return conform(pl.read_parquet(path), SCHEMAS[name], name)
