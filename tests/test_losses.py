@@ -1,0 +1,98 @@
+"""Losses: InfoNCE by hand, across a real 2-process gloo group, and the sort objectives."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from tvts.losses import info_nce, permutation_index, predicted_order, sort_accuracy, sort_loss
+from tvts.models.sorter import permutations
+
+
+def test_info_nce_equals_a_hand_computation():
+    v = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    tau = 0.5
+    # cosine similarities: v0.t0 = 1, v0.t1 = 1/sqrt2, v1.t0 = 0, v1.t1 = 1/sqrt2
+    s = torch.tensor([[1.0, 1 / math.sqrt(2)], [0.0, 1 / math.sqrt(2)]]) / tau
+
+    def ce(row, i):
+        return -(row[i] - torch.logsumexp(row, 0))
+
+    v2t = (ce(s[0], 0) + ce(s[1], 1)) / 2
+    t2v = (ce(s[:, 0], 0) + ce(s[:, 1], 1)) / 2
+    assert torch.allclose(info_nce(v, t, tau), v2t + t2v)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, v: torch.Tensor, t: torch.Tensor, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        n = len(v) // world
+        lv = v[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        lt = t[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        loss = info_nce(lv, lt, 0.05)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "gv": lv.grad, "gt": lt.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_loss_and_gradients_match_single_process(tmp_path):
+    torch.manual_seed(0)
+    v, t = torch.randn(8, 16), torch.randn(8, 16)
+    out = str(tmp_path / "res")
+    mp.spawn(_worker, args=(2, _free_port(), v, t, out), nprocs=2, join=True)
+    sv, st = v.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    loss = info_nce(sv, st, 0.05)
+    loss.backward()
+    for rank in range(2):
+        r = torch.load(f"{out}.{rank}", weights_only=True)
+        assert torch.allclose(r["loss"], loss.detach(), atol=1e-6)
+        assert torch.allclose(r["gv"], sv.grad[rank * 4 : (rank + 1) * 4], atol=1e-6)
+        assert torch.allclose(r["gt"], st.grad[rank * 4 : (rank + 1) * 4], atol=1e-6)
+
+
+def test_kway_loss_and_accuracy():
+    order = torch.tensor([[2, 0, 1]])
+    logits = torch.full((1, 3, 3), -5.0)
+    logits[0, 0, 2] = logits[0, 1, 0] = logits[0, 2, 1] = 5.0
+    assert torch.allclose(sort_loss(logits, order, "kway"),
+                          F.cross_entropy(logits[0], order[0]))
+    assert [float(a) for a in sort_accuracy(logits, order, "kway")] == [1.0, 1.0]
+    logits[0, 2] = torch.tensor([5.0, -5.0, -5.0])  # third transcript wrong
+    acc, seq = sort_accuracy(logits, order, "kway")
+    assert float(acc) == pytest.approx(2 / 3) and float(seq) == 0.0
+
+
+def test_pairwise_targets_and_decoding():
+    order = torch.tensor([[2, 0, 1]])
+    before = (order[:, :, None] < order[:, None, :]).float()
+    logits = (before * 2 - 1) * 10  # confident and right
+    assert predicted_order(logits, "pairwise", 3).tolist() == order.tolist()
+    assert float(sort_loss(logits, order, "pairwise")) < 1e-3
+    assert float(sort_loss(-logits, order, "pairwise")) > 5
+
+
+def test_factorial_classes_are_the_permutations():
+    perms = permutations(3)
+    assert perms.shape == (6, 3) and perms[0].tolist() == [0, 1, 2]
+    order = torch.tensor([[2, 0, 1], [0, 1, 2]])
+    idx = permutation_index(order)
+    assert perms[idx].tolist() == order.tolist()
+    logits = F.one_hot(idx, 6).float() * 10
+    assert predicted_order(logits, "factorial", 3).tolist() == order.tolist()
+    assert float(sort_loss(logits, order, "factorial")) < 1e-3

@@ -1,0 +1,251 @@
+"""Video ViT, initialisation from image weights, text encoder, sorter, TVTS model."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from tvts.config import resolve
+from tvts.errors import UserError
+from tvts.models.factory import build_tvts, video_config
+from tvts.models.init_weights import load_image_vit
+from tvts.models.sorter import SortTransformer
+from tvts.models.text_encoder import TextEncoder, load_tokenizer, resolve_text_model
+from tvts.models.video_vit import VideoViT, VideoViTConfig, num_tokens, sample_keep
+
+SMALL = VideoViTConfig(img_size=32, num_frames=16, patch_size=8, tubelet=2, width=48, depth=2,
+                       heads=3)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _keep(b: int, slices: int, patches: int, ratio: float) -> torch.Tensor:
+    return torch.stack([sample_keep(slices, patches, ratio) for _ in range(b)])
+
+
+# ---------------------------------------------------------------- video encoder
+@pytest.mark.parametrize(("frames", "slices"), [(16, 8), (4, 2), (1, 1)])
+def test_shapes_for_16_4_and_1_frame_inputs(frames, slices):
+    m = VideoViT(SMALL).eval()
+    cls, tokens = m(torch.randn(2, 3, frames, 32, 32))
+    assert cls.shape == (2, 48)
+    assert tokens.shape == (2, 1 + slices * 16, 48)
+
+
+def test_token_count_under_masking():
+    m = VideoViT(SMALL).eval()
+    keep = _keep(2, 8, 16, 0.75)
+    assert keep.shape == (2, 8, 4)
+    assert all(len(set(row.tolist())) == 4 for row in keep.reshape(-1, 4))  # no repeats
+    _, tokens = m(torch.randn(2, 3, 16, 32, 32), keep)
+    assert tokens.shape[1] == 1 + 8 * 4 == num_tokens(SMALL, 16, 0.75)
+    # the paper's layout: 1 + 8 x 49 = 393 tokens
+    assert num_tokens(VideoViTConfig(), 16, 0.75) == 393
+    assert sample_keep(3, 16, 0.0).tolist() == [list(range(16))] * 3
+
+
+def test_masking_keeps_the_chosen_patches():
+    m = VideoViT(SMALL).eval()
+    video = torch.randn(1, 3, 16, 32, 32)
+    keep = _keep(1, 8, 16, 0.5)
+    full = m.embed(video)  # (1, 8, 16, W)
+    picked = torch.gather(full, 2, keep[..., None].expand(-1, -1, -1, 48))
+    # without blocks or norm, the tokens out are the tokens the blocks would see
+    m.blocks = torch.nn.ModuleList()
+    m.norm = torch.nn.Identity()
+    _, tokens = m(video, keep)
+    assert torch.allclose(tokens[:, 1:], picked.reshape(1, -1, 48))
+
+
+def test_position_tables_slice_for_short_clips():
+    m = VideoViT(SMALL).eval()
+    with torch.no_grad():
+        m.pos_embed_temporal.copy_(torch.randn_like(m.pos_embed_temporal))
+        m.patch_embed.proj.weight.zero_()
+        m.patch_embed.proj.bias.zero_()
+    x4 = m.embed(torch.zeros(1, 3, 4, 32, 32))
+    expected = m.pos_embed_spatial[:, 1:, None] + m.pos_embed_temporal[:, None, :2]
+    assert torch.allclose(x4, expected.permute(0, 2, 1, 3))
+    x1 = m.embed(torch.zeros(1, 3, 1, 32, 32))
+    assert torch.allclose(x1[:, 0], m.pos_embed_spatial[:, 1:] + m.pos_embed_temporal[:, :1])
+    with pytest.raises(ValueError, match="at most 8"):
+        m.embed(torch.zeros(1, 3, 18, 32, 32))
+
+
+def test_temporal_table_starts_at_zero():
+    assert torch.count_nonzero(VideoViT(SMALL).pos_embed_temporal) == 0
+
+
+def test_drop_path_and_checkpointing_options():
+    cfg = VideoViTConfig(**{**SMALL.__dict__, "drop_path": 0.2})
+    m = VideoViT(cfg, grad_checkpointing=True).train()
+    assert m.blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
+    x = torch.randn(2, 3, 4, 32, 32)
+    torch.manual_seed(1)
+    m(x)[0].sum().backward()
+    g_ckpt = m.patch_embed.proj.weight.grad.clone()
+    m.zero_grad()
+    m.grad_checkpointing = False
+    torch.manual_seed(1)
+    m(x)[0].sum().backward()
+    assert torch.allclose(g_ckpt, m.patch_embed.proj.weight.grad, atol=1e-6)
+
+
+def test_save_load_reproduces_outputs_exactly(tmp_path):
+    m = VideoViT(SMALL).eval()
+    m.save_pretrained(tmp_path / "enc")
+    assert {p.name for p in (tmp_path / "enc").iterdir()} == {"model.safetensors",
+                                                              "config.json"}
+    loaded = VideoViT.from_pretrained(tmp_path / "enc").eval()
+    x, keep = torch.randn(2, 3, 16, 32, 32), _keep(2, 8, 16, 0.5)
+    assert torch.equal(m(x, keep)[1], loaded(x, keep)[1])
+
+
+# ---------------------------------------------------------------- image weights
+def _timm_vit(grid: int = 4, class_token: bool = True):
+    return timm.create_model("vit_base_patch16_224", pretrained=False, img_size=grid * 8,
+                             patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5,
+                             class_token=class_token, global_pool="token" if class_token else
+                             "avg").eval()
+
+
+def test_timm_checkpoint_loads_and_static_clip_matches_the_image_model(tmp_path):
+    vit = _timm_vit()
+    path = tmp_path / "timm.pth"
+    torch.save(vit.state_dict(), path)
+    m = VideoViT(VideoViTConfig(**{**SMALL.__dict__, "num_frames": 2})).eval()
+    report = load_image_vit(m, path)
+    assert "patch_embed.proj.weight" in report.inflated
+    assert report.missing == ["pos_embed_temporal"] and not report.unexpected
+    assert set(report.ignored) == {"head.weight", "head.bias"}
+    image = torch.randn(1, 3, 32, 32)
+    static = image[:, :, None].repeat(1, 1, 2, 1, 1)
+    with torch.no_grad():
+        ours = m(static)[1]
+        theirs = vit.forward_features(image)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_mae_checkpoint_format_with_decoder_and_grid_resize(tmp_path):
+    vit = _timm_vit(grid=2)  # 16 px images: the position table must be resized to 4x4
+    sd = {**vit.state_dict(), "mask_token": torch.zeros(1, 1, 48),
+          "decoder_embed.weight": torch.zeros(8, 48)}
+    del sd["head.weight"], sd["head.bias"]
+    torch.save({"model": sd, "epoch": 800}, tmp_path / "mae.pth")
+    m = VideoViT(SMALL)
+    report = load_image_vit(m, tmp_path / "mae.pth")
+    assert report.resized == ["pos_embed"]
+    assert {"mask_token", "decoder_embed.weight"} == set(report.ignored)
+    assert m.pos_embed_spatial.shape == (1, 17, 48)
+    assert torch.equal(m.pos_embed_spatial[:, 0], vit.pos_embed[:, 0])
+    assert torch.equal(m.blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
+
+
+def test_mismatch_that_matters_is_an_error(tmp_path):
+    vit = _timm_vit()
+    m = VideoViT(VideoViTConfig(**{**SMALL.__dict__, "depth": 3}))
+    with pytest.raises(ValueError, match=r"blocks\.2"):
+        load_image_vit(m, vit.state_dict())
+    wide = VideoViT(VideoViTConfig(**{**SMALL.__dict__, "width": 96, "heads": 3}))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_image_vit(wide, vit.state_dict())
+    sd = {**vit.state_dict(), "blocks.0.attn.extra": torch.zeros(3)}
+    with pytest.raises(ValueError, match="unexpected"):
+        load_image_vit(VideoViT(SMALL), sd)
+
+
+# ---------------------------------------------------------------- text encoder
+def test_bundled_minilm_resolves_offline():
+    enc = TextEncoder("bundled:minilm-l6").eval()
+    tok = load_tokenizer("bundled:minilm-l6")
+    batch = tok(["the red circle moves up", "the blue square grows"], padding=True,
+                return_tensors="pt")
+    with torch.no_grad():
+        feats = enc(batch["input_ids"], batch["attention_mask"])
+    assert feats.shape == (2, 384) and enc.dim == 384
+    assert not torch.allclose(feats[0], feats[1])
+
+
+def test_local_path_and_unreachable_hub_name(tmp_path, monkeypatch):
+    from transformers import BertConfig, BertModel
+
+    tiny = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32))
+    tiny.save_pretrained(tmp_path / "tiny")
+    assert TextEncoder(str(tmp_path / "tiny")).dim == 16
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match=r"model.text.name = 'org/not-cached'.*set model.text"):
+        TextEncoder("org/not-cached")
+    with pytest.raises(UserError, match="unknown bundled model"):
+        resolve_text_model("bundled:nope")
+
+
+# ---------------------------------------------------------------- sorter
+@pytest.mark.parametrize("modeling", ["kway", "pairwise"])
+def test_sorter_is_equivariant_to_transcript_order(modeling):
+    s = SortTransformer(48, 3, 2, 4, modeling, text_dim=32).eval()
+    video, text = torch.randn(2, 9, 48), torch.randn(2, 4, 32)
+    perm = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        base, permuted = s(video, text), s(video, text[:, perm])
+    if modeling == "kway":
+        assert torch.allclose(permuted, base[:, perm], atol=1e-5)
+    else:
+        assert torch.allclose(permuted, base[:, perm][:, :, perm], atol=1e-5)
+
+
+def test_factorial_head_shape():
+    s = SortTransformer(48, 3, 1, 4, "factorial", text_dim=48)
+    assert s(torch.randn(2, 5, 48), torch.randn(2, 4, 48)).shape == (2, 24)
+
+
+# ---------------------------------------------------------------- the TVTS model
+@pytest.fixture(scope="module")
+def micro_model_inputs():
+    p = resolve({"profile": "micro"})
+    tok = load_tokenizer(p.model.text.name)
+    b, k = 3, p.data.num_transcripts
+    enc = tok([f"the red circle moves {w}" for w in ("up", "down", "left")] * k,
+              padding="max_length", max_length=10, return_tensors="pt")
+    ids, mask = enc["input_ids"].reshape(b, k, -1), enc["attention_mask"].reshape(b, k, -1)
+    order = torch.stack([torch.randperm(k) for _ in range(b)])
+    cfg = video_config(p)
+    video = torch.randn(b, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    keep = _keep(b, cfg.num_slices, cfg.grid**2, p.data.mask_ratio)
+    return p, (video, ids, mask, order, keep)
+
+
+def _grad_norms(model) -> tuple[float, float]:
+    def norm(module):
+        return sum(float(q.grad.abs().sum()) for q in module.parameters() if q.grad is not None)
+    return norm(model.text), norm(model.video)
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_stop_gradient_of_the_sort_loss(micro_model_inputs, stop_gradient):
+    p, inputs = micro_model_inputs
+    p = p.model_copy(update={"sort": p.sort.model_copy(update={"stop_gradient": stop_gradient})})
+    model = build_tvts(p)
+    model(*inputs)["loss_sort"].backward()
+    text_grad, video_grad = _grad_norms(model)
+    assert video_grad > 0
+    assert (text_grad == 0) == stop_gradient
+
+
+def test_loss_is_base_plus_lambda_sort(micro_model_inputs):
+    p, inputs = micro_model_inputs
+    for lam, contrastive in [(2.0, True), (0.5, True), (1.0, False)]:
+        q = p.model_copy(update={
+            "sort": p.sort.model_copy(update={"lambda_": lam}),
+            "contrastive": p.contrastive.model_copy(update={"enabled": contrastive})})
+        torch.manual_seed(0)
+        out = build_tvts(q)(*inputs)
+        assert (out["loss_contrastive"] > 0) == contrastive
+        assert torch.allclose(out["loss"], out["loss_contrastive"] + lam * out["loss_sort"])
+        assert 0 <= float(out["sort_seq_acc"]) <= float(out["sort_acc"]) <= 1

@@ -1,0 +1,1 @@
+"""Video ViT, text encoder, sort transformer, projection heads and the TVTS model."""

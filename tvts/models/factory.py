@@ -1,0 +1,42 @@
+"""Build the models from params (the library never reads params.yaml itself)."""
+
+from __future__ import annotations
+
+import logging
+
+from tvts.config import Params
+from tvts.models.init_weights import load_image_vit
+from tvts.models.sorter import SortTransformer
+from tvts.models.text_encoder import TextEncoder
+from tvts.models.tvts_model import ObjectiveConfig, TVTSModel
+from tvts.models.video_vit import VideoViT, VideoViTConfig
+
+log = logging.getLogger(__name__)
+
+
+def video_config(params: Params, num_frames: int | None = None) -> VideoViTConfig:
+    v = params.model.video
+    return VideoViTConfig(img_size=params.data.frame_size,
+                          num_frames=num_frames or params.data.num_frames,
+                          patch_size=v.patch_size, tubelet=v.tubelet, width=v.width,
+                          depth=v.depth, heads=v.heads, drop_path=v.drop_path)
+
+
+def build_video_encoder(params: Params, grad_checkpointing: bool = False) -> VideoViT:
+    model = VideoViT(video_config(params), grad_checkpointing=grad_checkpointing)
+    if params.model.video.init:
+        report = load_image_vit(model, params.model.video.init)
+        log.info("model.video.init: %s", report.summary())
+    return model
+
+
+def build_tvts(params: Params, grad_checkpointing: bool = False) -> TVTSModel:
+    video = build_video_encoder(params, grad_checkpointing)
+    text = TextEncoder(params.model.text.name)
+    sorter = SortTransformer(video.cfg.width, video.cfg.heads, params.sort.blocks,
+                             params.data.num_transcripts, params.sort.modeling, text.dim)
+    objective = ObjectiveConfig(temperature=params.contrastive.temperature,
+                                contrastive=params.contrastive.enabled,
+                                sort_lambda=params.sort.lambda_,
+                                stop_gradient=params.sort.stop_gradient)
+    return TVTSModel(video, text, sorter, params.model.embed_dim, objective)

