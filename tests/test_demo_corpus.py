@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from tvts.corpus.demo.generate import SSV2_TEMPLATES, generate_demo
-from tvts.corpus.demo.media import read_audio, read_frames
+from tvts.corpus.demo.media import read_frames
 from tvts.corpus.demo.scene import COLOURS
 from tvts.corpus.probe import probe_video
+from tvts.video.audio import read_audio
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -53,6 +53,15 @@ def test_dvc_repro_runs_the_pipeline(repo):
     assert metrics["planted_leaks"] > 0
     resolved = yaml.safe_load((repo / "data/corpus/params.resolved.yaml").read_text())
     assert resolved["profile"] == "micro" and resolved["corpus"]["demo"]["num_videos"] == 4
+    asr = json.loads((repo / "metrics/asr.json").read_text())
+    assert asr["videos_done"] == 4 and asr["words"] > 40
+    words = read_table(repo / "data/asr/words.parquet", "words")
+    assert set(words["video_id"]) == set(videos["video_id"])
+    validate = json.loads((repo / "metrics/validate.json").read_text())
+    assert validate["pass_rate"] >= 0.5
+    assert read_table(repo / "data/asr/valid.parquet", "videos").height == \
+        validate["videos_passed"]
+    assert (repo / "reports/asr_validation/index.html").exists()
     # cached: a second repro has nothing to do
     assert "didn't change" in _sh([sys.executable, "-m", "dvc", "status"], repo) or \
         "up to date" in _sh([sys.executable, "-m", "dvc", "status"], repo)
@@ -66,4 +75,5 @@ def test_dvc_exp_run_with_a_params_override(repo):
     assert runs, show
     data = runs[0]["revs"][0]["data"]
     assert data["metrics"]["metrics/corpus.json"]["data"]["videos"] == 3
+    assert data["metrics"]["metrics/asr.json"]["data"]["videos_done"] == 3
     assert data["params"]["params.yaml"]["data"]["sort"]["lambda"] == 0.5

@@ -11,7 +11,7 @@ import yaml
 from tvts.config import ParamsError, load_params
 from tvts.errors import UserError
 
-STAGES = ("corpus",)
+STAGES = ("corpus", "asr", "validate")
 
 
 def _params_cmd(args: argparse.Namespace) -> int:

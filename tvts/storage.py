@@ -125,3 +125,15 @@ class S3Cache:
             if got != obj.size:
                 raise OSError(f"short download: {got} of {obj.size} bytes")
         return target
+
+
+def local_file(uri: str, s3: S3Config, cache_dir: str | Path) -> Path:
+    """A local path for `uri`: the path itself, or the cached copy of an s3:// object."""
+    if not is_s3(uri):
+        return Path(uri)
+    client = s3_client(s3)
+    bucket, key = split_s3(uri)
+    head = client.head_object(Bucket=bucket, Key=key)
+    obj = S3Object(bucket, key, int(head["ContentLength"]), head["ETag"].strip('"'),
+                   head.get("StorageClass", "STANDARD"))
+    return S3Cache(cache_dir, client).fetch(obj)

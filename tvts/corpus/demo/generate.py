@@ -47,6 +47,7 @@ from tvts.corpus.demo.scene import (
 )
 from tvts.corpus.demo.speech import Synthesizer
 from tvts.storage import atomic_path, atomic_write_text
+from tvts.video.audio import read_audio
 
 # Evaluation sets whose clips may be planted into the pretraining corpus.
 LEAK_SOURCES = ("ssv2", "msrvtt")
@@ -216,7 +217,7 @@ def _pretrain_video(job: Job) -> dict[str, Any]:
         src = Path(job.leak["path"])
         leak_frames, trim = _alter(media.read_frames(src), job.leak["alteration"], rng,
                                    cfg.width, cfg.height)
-        leak_audio = media.read_audio(src, synth.sample_rate)
+        leak_audio = read_audio(src, synth.sample_rate)
         if leak_audio is not None:
             leak_audio = leak_audio[int(trim / cfg.fps * synth.sample_rate):]
         leak_slot = len(leak_frames) / cfg.fps

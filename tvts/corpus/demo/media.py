@@ -93,18 +93,3 @@ def read_frames(path: str | Path) -> np.ndarray:
     """All frames as RGB uint8 (T, H, W, 3)."""
     with av.open(str(path)) as c:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-
-
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray | None:
-    """Mono int16 audio resampled to `sample_rate`, or None when there is no audio stream."""
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return None
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
-        chunks = []
-        for frame in c.decode(audio=0):
-            for rf in resampler.resample(frame):
-                chunks.append(rf.to_ndarray().reshape(-1))
-        for rf in resampler.resample(None):
-            chunks.append(rf.to_ndarray().reshape(-1))
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)

@@ -1,0 +1,1 @@
+"""ASR with word timestamps: engines behind one interface, offline model resolution, corpus runs."""

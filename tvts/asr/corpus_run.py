@@ -1,0 +1,188 @@
+"""Transcribe a corpus: per-video work fanned out to worker processes, results journaled by
+shard in the main process, then merged into the words and quarantine tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tvts.asr.engines import SAMPLE_RATE, Engine, load_engine
+from tvts.asr.journal import ShardJournal
+from tvts.config import AsrConfig, S3Config
+from tvts.storage import local_file
+from tvts.tables import frame
+from tvts.video.audio import read_audio_float
+
+STAGE = "asr"
+# Settings that do not change a transcript, so they do not invalidate finished records.
+_RUNTIME_KEYS = {"workers", "threads", "num_shards", "model_cache_dir", "device"}
+
+
+def fingerprint(cfg: AsrConfig) -> str:
+    keys = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RUNTIME_KEYS}
+    return hashlib.blake2b(json.dumps(keys, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Task:
+    video_id: str
+    uri: str
+    has_audio: bool
+    duration_s: float
+    # YT-Temporal words (word, start) to import instead of transcribing
+    subtitles: tuple[tuple[str, float], ...] | None = None
+
+
+# ---------------------------------------------------------------- per video (in workers)
+_engine: Engine | None = None
+_ctx: dict[str, Any] = {}
+
+
+def _init_worker(cfg: AsrConfig, s3: S3Config, cache_dir: str) -> None:
+    global _engine
+    _ctx.update(cfg=cfg, s3=s3, cache_dir=cache_dir)
+    _engine = load_engine(cfg)
+
+
+def import_subtitles(words: tuple[tuple[str, float], ...], duration_s: float,
+                     max_word_s: float) -> list[list[Any]]:
+    """MERLOT words have start times only: end = next start, capped, within the video."""
+    rows = []
+    for i, (w, start) in enumerate(words):
+        nxt = words[i + 1][1] if i + 1 < len(words) else duration_s
+        end = min(max(nxt, start), start + max_word_s, max(duration_s, start))
+        rows.append([w, start, end, None])
+    return rows
+
+
+def process(task: Task) -> dict[str, Any]:
+    cfg: AsrConfig = _ctx["cfg"]
+    rec: dict[str, Any] = {"video_id": task.video_id, "uri": task.uri,
+                           "audio_s": task.duration_s,
+                           "io_s": 0.0, "engine_s": 0.0}
+    if task.subtitles is not None:
+        words = import_subtitles(task.subtitles, task.duration_s, cfg.import_max_word_s)
+        return {**rec, "status": "done", "engine": "import", "words": words}
+    if not task.has_audio:
+        return {**rec, "status": "skipped", "reason": "no audio track: nothing to transcribe"}
+    t0 = time.perf_counter()
+    try:
+        audio = read_audio_float(local_file(task.uri, _ctx["s3"], _ctx["cache_dir"]),
+                                 SAMPLE_RATE)
+    except Exception as e:
+        return {**rec, "status": "failed", "reason": f"audio unreadable: {type(e).__name__}: {e}"}
+    t1 = time.perf_counter()
+    if audio is None:
+        return {**rec, "status": "skipped", "reason": "no audio track: nothing to transcribe"}
+    if audio.size == 0:
+        return {**rec, "status": "failed", "reason": "audio track has no samples", "io_s": t1 - t0}
+    try:
+        assert _engine is not None
+        tr = _engine.transcribe(audio)
+    except Exception as e:
+        return {**rec, "status": "failed", "io_s": t1 - t0,
+                "reason": f"transcription failed: {type(e).__name__}: {e}"}
+    t2 = time.perf_counter()
+    return {**rec, "status": "done", "engine": _engine.name, "audio_s": audio.size / SAMPLE_RATE,
+            "io_s": t1 - t0, "engine_s": t2 - t1,
+            "dropped_outside_speech": tr.dropped_outside_speech, "repeats_cut": tr.repeats_cut,
+            "words": [[w.word, round(w.start_s, 3), round(w.end_s, 3), round(w.confidence, 4)]
+                      for w in tr.words]}
+
+
+# ---------------------------------------------------------------- the corpus (main process)
+def tasks_for(videos: pl.DataFrame, subtitles: pl.DataFrame) -> list[Task]:
+    subs: dict[str, list[tuple[str, float]]] = {}
+    for vid, word, start in subtitles.sort(["video_id", "idx"]).select(
+            "video_id", "word", "start_s").iter_rows():
+        subs.setdefault(vid, []).append((word, start))
+    return [Task(r["video_id"], r["uri"], r["has_audio"], r["duration_s"],
+                 tuple(subs[r["video_id"]]) if r["video_id"] in subs else None)
+            for r in videos.sort("video_id").iter_rows(named=True)]
+
+
+@dataclass
+class RunResult:
+    records: dict[str, dict[str, Any]]
+    resumed: int  # finished in an earlier run
+    write_s: float
+
+
+def transcribe_corpus(tasks: list[Task], cfg: AsrConfig, s3: S3Config, cache_dir: str,
+                      journal_dir: str | Path, progress: Callable[[int], None] | None = None
+                      ) -> RunResult:
+    journal = ShardJournal(journal_dir, cfg.num_shards, fingerprint(cfg))
+    done = journal.load()
+    wanted = {t.video_id for t in tasks}
+    resumed = len(wanted & set(done))
+    todo = [t for t in tasks if t.video_id not in done]
+    tick = progress or (lambda n: None)
+    tick(resumed)
+    write_s = 0.0
+
+    def record(rec: dict[str, Any]) -> None:
+        nonlocal write_s
+        t0 = time.perf_counter()
+        journal.append(rec)
+        write_s += time.perf_counter() - t0
+        done[rec["video_id"]] = rec
+        tick(1)
+
+    needs_engine = any(t.subtitles is None and t.has_audio for t in todo)
+    if cfg.workers <= 1 or len(todo) <= 1:
+        if todo:
+            if needs_engine:
+                _init_worker(cfg, s3, cache_dir)
+            else:
+                _ctx.update(cfg=cfg, s3=s3, cache_dir=cache_dir)
+        for task in todo:
+            record(process(task))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(cfg, s3, cache_dir)) as pool:
+            futures = [pool.submit(process, t) for t in todo]
+            for fut in as_completed(futures):
+                record(fut.result())
+    return RunResult({k: v for k, v in done.items() if k in wanted}, resumed, write_s)
+
+
+def to_tables(result: RunResult) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    words, quarantine = [], []
+    totals = {"audio_s": 0.0, "io_s": 0.0, "engine_s": 0.0, "dropped_outside_speech": 0,
+              "repeats_cut": 0}
+    status = {"done": 0, "skipped": 0, "failed": 0}
+    for vid in sorted(result.records):
+        rec = result.records[vid]
+        status[rec["status"]] += 1
+        if rec["status"] != "done":
+            quarantine.append({"video_id": vid, "uri": rec.get("uri"), "stage": STAGE,
+                               "reason": rec["reason"]})
+            continue
+        for k in totals:
+            totals[k] += rec.get(k, 0) or 0
+        for i, (w, s, e, c) in enumerate(rec["words"]):
+            words.append({"video_id": vid, "idx": i, "word": w, "start_s": s, "end_s": e,
+                          "confidence": c})
+    engine_s = totals["engine_s"]
+    metrics = {
+        "videos_done": status["done"], "videos_skipped": status["skipped"],
+        "videos_failed": status["failed"], "videos_resumed": result.resumed,
+        "words": len(words), "audio_hours": round(totals["audio_s"] / 3600, 4),
+        "dropped_outside_speech": totals["dropped_outside_speech"],
+        "repeats_cut": totals["repeats_cut"],
+        "real_time_factor": round(engine_s / totals["audio_s"], 4) if totals["audio_s"] else None,
+        # the stage's own work (reading audio, writing shards) relative to the engine's
+        "overhead_share": round((totals["io_s"] + result.write_s) / engine_s, 4)
+        if engine_s else None,
+    }
+    return frame(words, "words"), frame(quarantine, "quarantine"), metrics

@@ -1,0 +1,75 @@
+"""Per-video results grouped into shard files: resumable per video, never half-read.
+
+Each shard is an append-only JSON-lines journal. A record is one line written in one call and
+flushed; a line without its newline (a write cut by kill -9) is cut off before the next append
+and skipped on reading. Records carry the fingerprint of the ASR settings, so a run with other
+settings does not reuse them. Videos map to shards by a hash of their id, so the same layout
+lets machines split the work by shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def shard_of(video_id: str, num_shards: int) -> int:
+    h = hashlib.blake2b(video_id.encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") % num_shards
+
+
+class ShardJournal:
+    def __init__(self, directory: str | Path, num_shards: int, fingerprint: str):
+        self.dir = Path(directory)
+        self.num_shards = num_shards
+        self.fingerprint = fingerprint
+        self._repaired: set[Path] = set()
+
+    def path(self, shard: int) -> Path:
+        return self.dir / f"shard-{shard:05d}.jsonl"
+
+    def _lines(self, path: Path) -> Iterator[dict[str, Any]]:
+        with open(path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    return  # a write cut short: not a record
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+                if rec.get("fingerprint") == self.fingerprint:
+                    yield rec
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """The finished records of every shard, by video id (the last one wins)."""
+        records: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.dir.glob("shard-*.jsonl")):
+            for rec in self._lines(path):
+                records[rec["video_id"]] = rec
+        return records
+
+    def _repair(self, path: Path) -> None:
+        """Cut a trailing partial line so the next record starts on a line of its own."""
+        if path in self._repaired or not path.exists():
+            self._repaired.add(path)
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+        self._repaired.add(path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        record = {**record, "fingerprint": self.fingerprint}
+        path = self.path(shard_of(record["video_id"], self.num_shards))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._repair(path)
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with open(path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())

@@ -1,0 +1,1 @@
+"""Data quality: expectation suites (great-expectations) and the quarantine they feed."""

@@ -1,0 +1,38 @@
+"""`asr` stage: videos (+ YT-Temporal subtitles) -> data/asr/words.parquet, quarantine, metrics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tvts.asr.corpus_run import tasks_for, to_tables, transcribe_corpus
+from tvts.config import Params
+from tvts.stages.common import progress_bar, record_params, write_metrics
+from tvts.tables import read_table, write_table
+
+CORPUS = Path("data/corpus")
+OUT_DIR = Path("data/asr")
+METRICS = Path("metrics/asr.json")
+
+
+def run(params: Params, corpus_dir: Path = CORPUS, out_dir: Path = OUT_DIR,
+        metrics_path: Path = METRICS) -> str:
+    t0 = time.perf_counter()
+    cfg = params.asr
+    videos = read_table(corpus_dir / "videos.parquet", "videos")
+    subtitles = read_table(corpus_dir / "subtitles.parquet", "subtitles")
+    tasks = tasks_for(videos, subtitles)
+    with progress_bar(len(tasks), f"asr ({cfg.engine})") as bar:
+        result = transcribe_corpus(tasks, cfg, params.corpus.s3, params.corpus.cache_dir,
+                                   out_dir / "shards", bar.update)
+    words, quarantine, metrics = to_tables(result)
+    write_table(words, out_dir / "words.parquet", "words")
+    write_table(quarantine, out_dir / "quarantine.parquet", "quarantine")
+    record_params(params, out_dir)
+    metrics["engine"] = cfg.engine
+    write_metrics(metrics_path, metrics)
+    return (f"asr: {metrics['videos_done']} videos transcribed ({metrics['words']} words, "
+            f"{metrics['audio_hours'] * 60:.1f} min of audio), {metrics['videos_skipped']} "
+            f"skipped, {metrics['videos_failed']} failed, {metrics['videos_resumed']} resumed; "
+            f"real-time factor {metrics['real_time_factor']}; "
+            f"{time.perf_counter() - t0:.1f} s")

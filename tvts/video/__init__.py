@@ -1,0 +1,1 @@
+"""Reading media: audio tracks and (later) decoding backends for frames."""
