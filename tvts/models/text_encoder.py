@@ -60,15 +60,27 @@ def load_tokenizer(name: str) -> Any:
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, name: str):
+    def __init__(self, name: str, dropout: bool = True, freeze: bool = False):
         super().__init__()
         from transformers import AutoModel
 
         self.name = name
         self.model = _from_pretrained(AutoModel, name)
         self.dim = int(self.model.config.hidden_size)
+        # the feature is [CLS] of the last hidden state: a pooler head would be dead weight
+        # (and parameters without gradient, which DDP rejects)
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None
+        if not dropout or freeze:
+            for m in self.model.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = 0.0
+        self.frozen = freeze
+        if freeze:
+            self.model.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(N, L) token ids -> (N, dim) [CLS] features."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         return out.last_hidden_state[:, 0]

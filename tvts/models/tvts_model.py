@@ -49,6 +49,21 @@ class TVTSModel(nn.Module):
         feats = self.text(input_ids.reshape(b * k, n), attention_mask.reshape(b * k, n))
         return feats.reshape(b, k, -1)
 
+    def embed(self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video and text vectors in the common space (text: mean over the K transcripts)."""
+        cls, _ = self.video(video, keep)
+        text = self.encode_text(input_ids, attention_mask)
+        return self.proj.video(cls), self.proj.text(text).mean(1)
+
+    def contrastive(self, video: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, keep: torch.Tensor | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """Contrastive loss alone (post-pretraining on captioned images and clips)."""
+        v, t = self.embed(video, input_ids, attention_mask, keep)
+        loss = info_nce(v, t, self.objective.temperature)
+        return {"loss": loss, "loss_contrastive": loss}
+
     def forward(self, video: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, order: torch.Tensor,
                 keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

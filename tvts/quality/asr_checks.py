@@ -19,6 +19,7 @@ import pandas as pd
 import polars as pl
 
 from tvts.config import DataConfig, ValidateConfig
+from tvts.data.windows import windows_possible
 
 SUITE_WORDS, SUITE_VIDEOS = "asr_words", "asr_videos"
 
@@ -40,22 +41,6 @@ def word_rows(words: pl.DataFrame, videos: pl.DataFrame) -> pd.DataFrame:
               pl.col("start_s").diff().over("video_id").fill_null(0.0).alias("start_step_s"),
           ))
     return df.to_pandas()
-
-
-def windows_possible(starts: np.ndarray, duration: float, k: int, length: float, gap: float,
-                     step: float = 0.25) -> bool:
-    """Whether some start gives K windows of `length` s (gaps `gap`), each with a word."""
-    span = k * length + (k - 1) * gap
-    if duration < span or starts.size == 0:
-        return False
-    starts = np.sort(starts)
-    begins = np.arange(0.0, duration - span + 1e-9, step)
-    ok = np.ones(len(begins), bool)
-    for i in range(k):
-        lo = begins + i * (length + gap)
-        count = np.searchsorted(starts, lo + length, side="right") - np.searchsorted(starts, lo)
-        ok &= count > 0
-    return bool(ok.any())
 
 
 def video_rows(words: pl.DataFrame, videos: pl.DataFrame, data: DataConfig) -> pd.DataFrame:

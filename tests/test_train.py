@@ -1,0 +1,184 @@
+"""The trainer: exact resume, DDP equals single process, checkpoints, schedules, stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tvts.config import resolve
+from tvts.errors import UserError
+from tvts.stages import corpus as corpus_stage
+from tvts.stages import post_pretrain as post_stage
+from tvts.stages import pretrain as pretrain_stage
+from tvts.tables import frame, read_table, write_table
+from tvts.train.checkpoint import BEST, load_checkpoint
+from tvts.train.sampler import ResumableSampler
+from tvts.train.schedule import lr_at
+from tvts.video.decoders import open_video  # noqa: F401  (decoders import cleanly)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The micro demo corpus with its script's words as the words table (no ASR needed)."""
+    root = tmp_path_factory.mktemp("train")
+    params = resolve({"profile": "micro"})
+    corpus_stage.run(params, root / "corpus", root / "corpus.json")
+    videos = read_table(root / "corpus" / "videos.parquet", "videos")
+    rows = []
+    for v in videos.iter_rows(named=True):
+        side = json.loads(Path(v["uri"]).with_suffix(".json").read_text())
+        said = [w for s in side["segments"] if s["kind"] == "event" for w in s["speech"]["words"]]
+        rows += [{"video_id": v["video_id"], "idx": i, "word": w["word"], "start_s": w["start_s"],
+                  "end_s": w["end_s"], "confidence": 1.0} for i, w in enumerate(said)]
+    write_table(frame(rows, "words"), root / "words.parquet", "words")
+    write_table(videos.with_columns(pl.lit("train").alias("split")), root / "videos.parquet",
+                "videos")
+    return root
+
+
+def _params(**pretrain):
+    return resolve({"profile": "micro", "model": {"text": {"dropout": False}},
+                    "pretrain": {"loader_workers": 0, "epochs": 2, **pretrain}})
+
+
+def _pretrain(root: Path, out: str, params, max_steps=None) -> str:
+    return pretrain_stage.run(params, root / "videos.parquet", root / "words.parquet",
+                              root / out, root / f"{out}.json", None, max_steps)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_is_exact(corpus):
+    # 2 steps per epoch: stop mid-epoch 2 (step 3), resume, and go to mid-epoch 3 (step 5),
+    # through an epoch end with its validation
+    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 1, "epochs": 3}})
+    _pretrain(corpus, "straight", params, max_steps=5)
+    _pretrain(corpus, "resumed", params, max_steps=3)
+    assert (corpus / "resumed/checkpoints/step-0000003.pt").exists()
+    _pretrain(corpus, "resumed", params, max_steps=5)
+    a = _weights(corpus / "straight/checkpoints/step-0000005.pt")
+    b = _weights(corpus / "resumed/checkpoints/step-0000005.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    full = load_checkpoint(corpus / "resumed/checkpoints/step-0000005.pt")
+    assert full["optimizer"]["state"] and full["step"] == 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    root_ = Path(root)
+    pretrain_stage.run(_params(), root_ / "videos.parquet", root_ / "words.parquet",
+                       root_ / "ddp", root_ / "ddp.json", root_ / "ddp_live", 2)
+
+
+def _logged(live: Path, name: str) -> list[float]:
+    rows = (live / "plots" / "metrics" / "train" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [float(r.split("\t")[-1]) for r in rows]
+
+
+def test_two_process_ddp_matches_single_process(corpus):
+    torch.set_num_threads(1)
+    pretrain_stage.run(_params(), corpus / "videos.parquet", corpus / "words.parquet",
+                       corpus / "single", corpus / "single.json", corpus / "single_live", 2)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(corpus)), nprocs=2, join=True)
+    # the same loss and the same gradient (its norm, before the first update) on the same
+    # global batch: the contrastive part would differ by the world size without its scaling
+    for name in ("loss", "loss_contrastive", "loss_sort", "grad_norm"):
+        single, ddp = _logged(corpus / "single_live", name), _logged(corpus / "ddp_live", name)
+        assert single[0] == pytest.approx(ddp[0], rel=1e-5), name
+    a = _weights(corpus / "single/checkpoints/step-0000002.pt")
+    b = _weights(corpus / "ddp/checkpoints/step-0000002.pt")
+    # after two AdamW steps: equal up to Adam's amplification of float noise in gradients
+    # that are zero in exact arithmetic (key biases), at most a fraction of the lr
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(corpus, tmp_path):
+    params = _params()
+    _pretrain(corpus, "ck", params, max_steps=1)
+    good = corpus / "ck/checkpoints/step-0000001.pt"
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        load_checkpoint(cut)
+    other = resolve({"profile": "micro", "model": {"video": {"depth": 3}}})
+    with pytest.raises(UserError, match=r"different model configuration.*model"):
+        load_checkpoint(good, pretrain_stage.model_signature(other))
+    # resuming into a different model fails the same way, before training anything
+    with pytest.raises(UserError, match="different model configuration"):
+        _pretrain(corpus, "ck", other)
+
+
+def test_full_pretrain_then_post_pretrain(corpus):
+    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0}})
+    summary = _pretrain(corpus, "run", params)
+    assert "held-out sort accuracy" in summary
+    out = corpus / "run"
+    assert (out / "checkpoints" / BEST).exists()
+    assert {"encoder", "text_encoder", "tvts.safetensors", "tvts.json"} <= {
+        p.name for p in out.iterdir()}
+    metrics = json.loads((corpus / "run.json").read_text())
+    assert metrics["chance_sort_acc"] == 0.25 and "val_sort_acc" in metrics
+    from tvts.models.video_vit import VideoViT
+
+    enc = VideoViT.from_pretrained(out / "encoder")  # no training code needed
+    assert enc.cfg.width == params.model.video.width
+    demo = corpus / "corpus" / "demo" / "downstream"
+    post = post_stage.run(params, demo / "cc3m", demo / "webvid", out / "checkpoints" / BEST,
+                          corpus / "post", corpus / "post.json", None)
+    assert "post_pretrain:" in post
+    assert (corpus / "post" / "encoder" / "model.safetensors").exists()
+    assert json.loads((corpus / "post.json").read_text())["steps"] >= 1
+
+
+def test_sampler_batches_concatenate_to_the_single_process_batch():
+    single = list(ResumableSampler(20, 4, seed=3))
+    r0 = list(ResumableSampler(20, 2, seed=3, rank=0, world=2))
+    r1 = list(ResumableSampler(20, 2, seed=3, rank=1, world=2))
+    merged = [x for i in range(len(r0) // 2) for x in r0[2 * i : 2 * i + 2] + r1[2 * i : 2 * i + 2]]
+    assert merged == single
+    resumed = ResumableSampler(20, 4, seed=3)
+    resumed.set_epoch(0, start_batch=2)
+    assert list(resumed) == single[8:]
+
+
+def test_schedules():
+    assert lr_at(0.0, 1e-4, "step", 20, [12, 16]) == 1e-4
+    assert lr_at(12.0, 1e-4, "step", 20, [12, 16]) == pytest.approx(1e-5)
+    assert lr_at(16.5, 1e-4, "step", 20, [12, 16]) == pytest.approx(1e-6)
+    assert lr_at(0.5, 1e-3, "cosine", 10, [], warmup_epochs=1) == pytest.approx(5e-4)
+    assert lr_at(10.0, 1e-3, "cosine", 10, [], warmup_epochs=1) == pytest.approx(0.0)
+    assert lr_at(5.5, 1e-3, "cosine", 10, [], warmup_epochs=1) == pytest.approx(5e-4)
+
+
+def test_best_checkpoint_follows_the_monitored_direction(tmp_path):
+    from tvts.train.checkpoint import CheckpointManager
+
+    state = {"model": {"w": torch.zeros(1)}, "optimizer": {}, "rng": {}, "step": 1}
+    up = CheckpointManager(tmp_path / "up", 1, "val/sort_acc", "max", {})
+    for i, v in enumerate([0.3, 0.5, 0.4]):
+        up.save({**state, "step": i}, f"e{i}.pt", v)
+    assert up.best == 0.5 and torch.load(tmp_path / "up" / BEST, weights_only=True)["step"] == 1
+    down = CheckpointManager(tmp_path / "down", 2, "val/loss", "min", {})
+    for i, v in enumerate([0.3, 0.5, 0.2]):
+        down.save({**state, "step": i}, f"e{i}.pt", v)
+    assert down.best == 0.2 and down.history == ["e1.pt", "e2.pt"]
+    assert not (tmp_path / "down" / "e0.pt").exists()

@@ -1,0 +1,1 @@
+"""TVTS samples: transcript windows + TSN frames + masks, datasets and collate."""

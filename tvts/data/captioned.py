@@ -1,0 +1,135 @@
+"""Captioned clips (WebVid's CSV) and captioned images (CC3M's TSV) for post-pretraining,
+and grouping them into homogeneous batches that alternate between the two."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from tvts.data.frames import tsn_indices
+from tvts.data.transforms import to_clip
+from tvts.errors import UserError
+from tvts.models.video_vit import sample_keep
+from tvts.video.decoders import DecodeError, open_video, resize_shape
+
+
+@dataclass(frozen=True)
+class CaptionedItem:
+    item_id: str
+    path: str
+    caption: str
+    image: bool
+
+
+def read_webvid(root: str | Path) -> list[CaptionedItem]:
+    """WebVid layout: `results_*.csv` (videoid, contentUrl, duration, page_dir, name) and
+    `videos/<page_dir>/<videoid>.mp4`."""
+    root = Path(root)
+    csvs = sorted(root.glob("results_*.csv"))
+    if not csvs:
+        raise UserError(f"{root}: no WebVid results_*.csv")
+    items = []
+    for path in csvs:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                video = root / "videos" / row["page_dir"] / f"{row['videoid']}.mp4"
+                if video.exists():
+                    items.append(CaptionedItem(row["videoid"], str(video), row["name"], False))
+    return items
+
+
+def read_cc3m(root: str | Path) -> list[CaptionedItem]:
+    """CC3M layout: `Train_GCC-training.tsv` (caption <TAB> url) and `url_map.tsv`
+    (url <TAB> local image path, relative to the root) for the images downloaded."""
+    root = Path(root)
+    tsv, mapping_file = root / "Train_GCC-training.tsv", root / "url_map.tsv"
+    if not tsv.exists() or not mapping_file.exists():
+        raise UserError(f"{root}: needs Train_GCC-training.tsv and url_map.tsv")
+    mapping = dict(line.split("\t", 1) for line in mapping_file.read_text().splitlines() if line)
+    items = []
+    for i, line in enumerate(tsv.read_text().splitlines()):
+        caption, _, url = line.partition("\t")
+        local = mapping.get(url)
+        if local and (root / local).exists():
+            items.append(CaptionedItem(f"cc3m-{i}", str(root / local), caption, True))
+    return items
+
+
+class CaptionedDataset(Dataset):
+    def __init__(self, items: list[CaptionedItem], frames: int, frame_size: int,
+                 resize_short: int, decoder: str, tubelet: int, patch_size: int,
+                 train: bool = True, seed: int = 0):
+        if not items:
+            raise UserError("no captioned items found")
+        self.items, self.frames, self.size = items, frames, frame_size
+        self.resize_short, self.decoder, self.train, self.seed = resize_short, decoder, train, seed
+        self.slices = max(1, frames // tubelet)
+        self.patches = (frame_size // patch_size) ** 2
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _frames(self, item: CaptionedItem, rng: np.random.Generator) -> np.ndarray:
+        if item.image:
+            img = Image.open(item.path).convert("RGB")
+            img = img.resize(resize_shape(*img.size, self.resize_short), Image.BILINEAR)
+            return np.asarray(img)[None]
+        reader = open_video(item.path, self.decoder, self.resize_short)
+        end = float(reader.frame_times[-1]) + 1e-3
+        return reader.get_frames(tsn_indices(reader.frame_times, 0.0, end, self.frames,
+                                             self.train, rng))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        item = self.items[index]
+        try:
+            frames = self._frames(item, rng)
+        except (DecodeError, OSError) as e:
+            return {"samples": [], "skipped": [(item.item_id, f"{type(e).__name__}: {e}")]}
+        return {"samples": [{
+            "video": to_clip(frames, self.size, self.train, rng),
+            "keep": sample_keep(self.slices, self.patches, 0.0),
+            "text": [item.caption], "order": torch.zeros(1, dtype=torch.long),
+            "video_id": item.item_id}], "skipped": []}
+
+
+class AlternatingGroups(Dataset):
+    """Items are whole homogeneous batches, alternating between the datasets given
+    (images, clips, images, ...): clips of different lengths never share a batch."""
+
+    def __init__(self, datasets: list[Dataset], group_size: int, seed: int = 0):
+        self.datasets, self.group, self.seed = datasets, group_size, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        for ds in self.datasets:
+            if hasattr(ds, "set_epoch"):
+                ds.set_epoch(epoch)
+        g = np.random.default_rng([self.seed, epoch])
+        per = []
+        for k, ds in enumerate(self.datasets):
+            order = g.permutation(len(ds))
+            per.append([(k, order[i : i + self.group].tolist())
+                        for i in range(0, len(order) - self.group + 1, self.group)])
+        n = min(len(p) for p in per)
+        self.groups = [p[i] for i in range(n) for p in per]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        k, members = self.groups[index]
+        items = [self.datasets[k][i] for i in members]
+        return {"samples": [s for it in items for s in it["samples"]],
+                "skipped": [x for it in items for x in it["skipped"]]}

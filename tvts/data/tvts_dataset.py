@@ -1,0 +1,188 @@
+"""The TVTS sample pipeline, declaratively: windows -> shuffle -> TSN frames -> decode ->
+crop/normalise -> mask; tokenisation happens in `TVTSCollate`, inside the loader workers.
+
+A video that fails (cannot be decoded, cannot give K non-empty windows) is reported in the
+sample's `skipped` list with its reason and another video is drawn: never an all-zero clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import Dataset
+
+from tvts.config import Params, S3Config
+from tvts.data.frames import tsn_indices
+from tvts.data.transforms import to_clip
+from tvts.data.windows import NoValidSample, draw_windows, shuffle, windows_possible
+from tvts.models.video_vit import sample_keep
+from tvts.storage import local_file
+from tvts.video.decoders import DecodeError, open_video
+
+RESAMPLE_LIMIT = 16
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    num_frames: int
+    frame_size: int
+    resize_short: int
+    decoder: str
+    num_transcripts: int
+    window_s: tuple[float, float]
+    gap_s: float
+    mask_ratio: float
+    tubelet: int
+    patch_size: int
+    samples_per_decode: int = 1
+    max_tries: int = 20
+    train: bool = True
+
+    @classmethod
+    def from_params(cls, params: Params, train: bool = True,
+                    mask_ratio: float | None = None) -> SampleSpec:
+        d, v = params.data, params.model.video
+        return cls(d.num_frames, d.frame_size, d.resize_short, d.decoder, d.num_transcripts,
+                   d.window_s, d.gap_s, d.mask_ratio if mask_ratio is None else mask_ratio,
+                   v.tubelet, v.patch_size, d.samples_per_decode if train else 1, d.max_tries,
+                   train)
+
+    @property
+    def slices(self) -> int:
+        return max(1, self.num_frames // self.tubelet)
+
+    @property
+    def patches(self) -> int:
+        return (self.frame_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    video_id: str
+    uri: str
+    duration_s: float
+    times: np.ndarray  # word start times, sorted
+    words: list[str]
+
+
+def load_entries(videos: pl.DataFrame, words: pl.DataFrame) -> list[VideoEntry]:
+    grouped = {vid: g.sort("start_s") for (vid,), g in words.group_by(["video_id"])}
+    entries = []
+    for v in videos.sort("video_id").iter_rows(named=True):
+        g = grouped.get(v["video_id"])
+        if g is None:
+            continue
+        entries.append(VideoEntry(v["video_id"], v["uri"], v["duration_s"],
+                                  g["start_s"].to_numpy(), g["word"].to_list()))
+    return entries
+
+
+def split_feasible(entries: list[VideoEntry], spec: SampleSpec
+                   ) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
+    """Entries that can give a sample, and (video_id, reason) for those that never can."""
+    ok, never = [], []
+    for e in entries:
+        if windows_possible(e.times, e.duration_s, spec.num_transcripts, spec.window_s[0],
+                            spec.gap_s):
+            ok.append(e)
+        else:
+            never.append((e.video_id, f"cannot hold {spec.num_transcripts} non-empty windows "
+                                      f"of {spec.window_s[0]} s with {spec.gap_s} s gaps"))
+    return ok, never
+
+
+def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
+                  path: str | None = None) -> list[dict[str, Any]]:
+    """`samples_per_decode` samples from one decoded span (same transcripts)."""
+    windows = draw_windows(rng, entry.duration_s, entry.times, entry.words,
+                           spec.num_transcripts, spec.window_s, spec.gap_s, spec.max_tries)
+    texts, order = shuffle(rng, windows.transcripts)
+    reader = open_video(path or entry.uri, spec.decoder, spec.resize_short)
+    t0, t1 = windows.span
+    index_sets = [tsn_indices(reader.frame_times, t0, t1, spec.num_frames, spec.train, rng)
+                  for _ in range(spec.samples_per_decode)]
+    union = np.unique(np.concatenate(index_sets))
+    decoded = reader.get_frames(union)
+    where = {int(f): i for i, f in enumerate(union)}
+    samples = []
+    for indices in index_sets:
+        frames = decoded[[where[int(i)] for i in indices]]
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        samples.append({
+            "video": to_clip(frames, spec.frame_size, spec.train, rng),
+            "keep": sample_keep(spec.slices, spec.patches, spec.mask_ratio, gen),
+            "text": [" ".join(t) for t in texts],
+            "order": torch.from_numpy(order),
+            "video_id": entry.video_id,
+            "frame_indices": torch.from_numpy(indices),
+        })
+    return samples
+
+
+class TVTSDataset(Dataset):
+    def __init__(self, entries: list[VideoEntry], spec: SampleSpec, seed: int = 0,
+                 s3: S3Config | None = None, cache_dir: str = ".cache/tvts", repeats: int = 1):
+        """`repeats`: each video appears this many times per epoch, with other windows."""
+        if not entries:
+            raise ValueError("no videos with words to sample from")
+        self.entries, self.spec, self.seed = entries, spec, seed
+        self.s3, self.cache_dir = s3 or S3Config(), cache_dir
+        self.repeats = repeats
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.repeats
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        skipped: list[tuple[str, str]] = []
+        index %= len(self.entries)
+        for _ in range(RESAMPLE_LIMIT):
+            entry = self.entries[index]
+            try:
+                path = str(local_file(entry.uri, self.s3, self.cache_dir))
+                return {"samples": build_samples(entry, self.spec, rng, path),
+                        "skipped": skipped}
+            except (DecodeError, NoValidSample, OSError) as e:
+                skipped.append((entry.video_id, f"{type(e).__name__}: {e}"))
+                index = int(rng.integers(len(self.entries)))
+        raise RuntimeError(f"{RESAMPLE_LIMIT} videos in a row gave no sample; last reasons: "
+                           f"{skipped[-3:]}")
+
+
+class TVTSCollate:
+    """Stacks samples and tokenises the transcripts (runs inside the loader workers)."""
+
+    def __init__(self, tokenizer_name: str, max_tokens: int):
+        self.tokenizer_name, self.max_tokens = tokenizer_name, max_tokens
+        self._tokenizer = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tokenizer": None}  # each worker loads its own
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if self._tokenizer is None:
+            from tvts.models.text_encoder import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.tokenizer_name)
+        samples = [s for it in items for s in it["samples"]]
+        k = len(samples[0]["text"])
+        enc = self._tokenizer([t for s in samples for t in s["text"]], padding=True,
+                              truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        b = len(samples)
+        return {
+            "video": torch.stack([s["video"] for s in samples]),
+            "keep": torch.stack([s["keep"] for s in samples]),
+            "input_ids": enc["input_ids"].reshape(b, k, -1),
+            "attention_mask": enc["attention_mask"].reshape(b, k, -1),
+            "order": torch.stack([s["order"] for s in samples]),
+            "video_ids": [s["video_id"] for s in samples],
+            "skipped": [x for it in items for x in it["skipped"]],
+        }

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, sort accuracy (later: linear probe, fine-tuning)."""

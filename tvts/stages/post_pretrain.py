@@ -1,0 +1,82 @@
+"""`post_pretrain` stage: from the pretrain checkpoint, contrastive training on captioned
+images (1 frame, repeated to fill a cube) alternating with captioned clips (4 frames),
+masking 0 -> models/post_pretrain, metrics/post_pretrain.json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tvts.config import Params
+from tvts.data.captioned import AlternatingGroups, CaptionedDataset, read_cc3m, read_webvid
+from tvts.data.tvts_dataset import TVTSCollate
+from tvts.errors import UserError
+from tvts.models.factory import build_tvts
+from tvts.stages.common import record_params, write_metrics
+from tvts.stages.pretrain import model_signature, seed_everything
+from tvts.train.checkpoint import BEST, load_checkpoint
+from tvts.train.distributed import cleanup, setup
+from tvts.train.export import export_model
+from tvts.train.loop import Trainer
+from tvts.train.tasks import ContrastiveTask
+
+PRETRAINED = Path("models/pretrain/checkpoints") / BEST
+OUT_DIR = Path("models/post_pretrain")
+METRICS = Path("metrics/post_pretrain.json")
+LIVE = Path("dvclive/post_pretrain")
+
+
+def run(params: Params, images_root: Path | None = None, clips_root: Path | None = None,
+        init: Path = PRETRAINED, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS,
+        live_dir: Path | None = LIVE) -> str:
+    t0 = time.perf_counter()
+    cfg = params.post_pretrain
+    d = setup()
+    try:
+        seed_everything(params.seed)
+        data, video = params.data, params.model.video
+        images = read_cc3m(images_root or cfg.images)
+        clips = read_webvid(clips_root or cfg.clips)
+        held_img, held_clip = max(1, len(images) // 10), max(1, len(clips) // 10)
+
+        def dataset(items, frames, train):  # type: ignore[no-untyped-def]
+            return CaptionedDataset(items, frames, data.frame_size, data.resize_short,
+                                    data.decoder, video.tubelet, video.patch_size, train,
+                                    params.seed)
+
+        per_rank = cfg.batch_size // d.world
+        group = cfg.micro_batch or per_rank
+        train_set = AlternatingGroups(
+            [dataset(images[held_img:], cfg.image_frames, True),
+             dataset(clips[held_clip:], cfg.clip_frames, True)], group, params.seed)
+        val_set = dataset(clips[:held_clip], cfg.clip_frames, False)
+        if len(train_set) == 0:
+            raise UserError(f"too few captioned items for batches of {group}")
+        model = build_tvts(params, cfg.grad_checkpointing)
+        # the pretrained weights (masking is 0 here: nothing in the model depends on it)
+        model.load_state_dict(load_checkpoint(init, model_signature(params))["model"])
+        trainer = Trainer(model, ContrastiveTask(), cfg, train_set, None,
+                          TVTSCollate(params.model.text.name, params.data.max_text_tokens),
+                          out_dir, d, params.seed, model_signature(params), cfg.monitor,
+                          cfg.monitor_mode, clips_per_item=group, live_dir=live_dir,
+                          shuffle=False)
+        trainer.val_set = val_set
+        trainer.items_per_micro = 1  # each item is already a whole batch
+        result = trainer.fit()
+        if not d.main:
+            return ""
+        best = out_dir / "checkpoints" / BEST
+        if best.exists():
+            model.load_state_dict(load_checkpoint(best, model_signature(params))["model"])
+        export_model(model, out_dir, {"signature": model_signature(params),
+                                      "init": str(init), "best": trainer.ckpt.best})
+        record_params(params, out_dir)
+        final = {k.replace("/", "_"): round(v, 5) for k, v in result.last_metrics.items()}
+        final |= {"steps": result.steps, "images": len(images), "clips": len(clips)}
+        write_metrics(metrics_path, final)
+        return (f"post_pretrain: {result.steps} steps on {len(images)} captioned images and "
+                f"{len(clips)} clips; held-out clip->text R@1 "
+                f"{result.last_metrics.get('val/r1_v2t', float('nan')):.1f}%; "
+                f"{time.perf_counter() - t0:.0f} s")
+    finally:
+        cleanup()

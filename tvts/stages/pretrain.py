@@ -1,0 +1,122 @@
+"""`pretrain` stage: TVTS on the validated corpus -> models/pretrain (checkpoints, exported
+encoder), metrics/pretrain.json, dvclive plots. Runs alone or under torchrun."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from tvts.config import Params
+from tvts.data.tvts_dataset import (
+    SampleSpec,
+    TVTSCollate,
+    TVTSDataset,
+    VideoEntry,
+    load_entries,
+    split_feasible,
+)
+from tvts.errors import UserError
+from tvts.models.factory import build_tvts
+from tvts.stages.common import record_params, write_metrics
+from tvts.tables import frame, read_table, write_table
+from tvts.train.checkpoint import BEST, load_checkpoint
+from tvts.train.distributed import cleanup, setup
+from tvts.train.export import export_model
+from tvts.train.loop import Trainer
+from tvts.train.tasks import PretrainTask
+
+VIDEOS = Path("data/asr/valid.parquet")
+WORDS = Path("data/asr/words.parquet")
+OUT_DIR = Path("models/pretrain")
+METRICS = Path("metrics/pretrain.json")
+LIVE = Path("dvclive/pretrain")
+
+
+def model_signature(params: Params) -> dict[str, Any]:
+    """What a checkpoint must match to be loaded into this model."""
+    return {"model": params.model.model_dump(mode="json", exclude={"video": {"init"}}),
+            "num_frames": params.data.num_frames, "frame_size": params.data.frame_size,
+            "num_transcripts": params.data.num_transcripts,
+            "sort": {"modeling": params.sort.modeling, "blocks": params.sort.blocks}}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_entries(entries: list[VideoEntry], videos: pl.DataFrame
+                  ) -> tuple[list[VideoEntry], list[VideoEntry]]:
+    """The corpus' held-out split; a corpus too small to have one lends a tenth of its videos."""
+    val_ids = set(videos.filter(pl.col("split") == "val")["video_id"])
+    train = [e for e in entries if e.video_id not in val_ids]
+    val = [e for e in entries if e.video_id in val_ids]
+    if not val and len(train) > 1:
+        k = max(1, math.ceil(len(train) / 10))
+        val, train = train[-k:], train[:-k]
+    return train, val
+
+
+def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
+        out_dir: Path = OUT_DIR, metrics_path: Path = METRICS, live_dir: Path | None = LIVE,
+        max_steps: int | None = None) -> str:
+    t0 = time.perf_counter()
+    cfg = params.pretrain
+    d = setup()
+    try:
+        seed_everything(params.seed)
+        videos = read_table(videos_path, "videos")
+        words = read_table(words_path, "words")
+        spec = SampleSpec.from_params(params)
+        usable, never = split_feasible(load_entries(videos, words), spec)
+        train_entries, val_entries = split_entries(usable, videos)
+        if not train_entries:
+            raise UserError(f"{videos_path}: no training video can give a sample "
+                            f"({len(never)} cannot hold the transcript windows)")
+        train_set = TVTSDataset(train_entries, spec, params.seed, params.corpus.s3,
+                                params.corpus.cache_dir, repeats=cfg.clips_per_video)
+        val_set = TVTSDataset(val_entries, SampleSpec.from_params(params, False, 0.0),
+                              params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
+                              repeats=cfg.val_clips_per_video) if val_entries else None
+        model = build_tvts(params, cfg.grad_checkpointing)
+        trainer = Trainer(model, PretrainTask(), cfg, train_set, val_set,
+                          TVTSCollate(params.model.text.name, params.data.max_text_tokens),
+                          out_dir, d, params.seed, model_signature(params), cfg.monitor,
+                          cfg.monitor_mode, spec.samples_per_decode, live_dir)
+        result = trainer.fit(max_steps)
+        if not d.main:
+            return ""
+        reported = {**dict(never), **trainer.skipped}
+        write_table(frame([{"video_id": k, "uri": None, "stage": "pretrain", "reason": v}
+                           for k, v in sorted(reported.items())], "quarantine"),
+                    out_dir / "sample_quarantine.parquet", "quarantine")
+        if result.stopped_early:
+            return f"pretrain: stopped after {result.steps} steps (resume continues)"
+        best = out_dir / "checkpoints" / BEST
+        if best.exists():
+            model.load_state_dict(load_checkpoint(best, model_signature(params))["model"])
+        export_model(model, out_dir, {"signature": model_signature(params),
+                                      "monitor": cfg.monitor, "best": trainer.ckpt.best})
+        record_params(params, out_dir)
+        k = params.data.num_transcripts
+        final = {k_.replace("/", "_"): round(v, 5) for k_, v in result.last_metrics.items()}
+        final |= {"best_" + cfg.monitor.replace("/", "_"): trainer.ckpt.best,
+                  "chance_sort_acc": 1 / k, "chance_sort_seq_acc": 1 / math.factorial(k),
+                  "steps": result.steps, "train_videos": len(train_entries),
+                  "val_videos": len(val_entries), "skipped_videos": len(reported)}
+        write_metrics(metrics_path, final)
+        first = result.val_history[0] if result.val_history else {}
+        return (f"pretrain: {result.steps} steps, {result.epochs_done} epochs; held-out sort "
+                f"accuracy {first.get('val/sort_acc', float('nan')):.3f} -> "
+                f"{result.last_metrics.get('val/sort_acc', float('nan')):.3f} (chance "
+                f"{1 / k:.3f}); {time.perf_counter() - t0:.0f} s")
+    finally:
+        cleanup()

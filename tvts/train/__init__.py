@@ -1,0 +1,1 @@
+"""The trainer: one process or torchrun DDP, exact resume, checkpoints, schedules, export."""

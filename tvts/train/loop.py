@@ -1,0 +1,259 @@
+"""The training loop, shared by pretraining and post-pretraining.
+
+One process on CPU or a GPU, or many under torchrun (DDP), with no code change. AdamW; lr from
+the schedule at every step; gradient accumulation up to the global batch; optional clipping;
+bf16 autocast on GPU; activation checkpointing and torch.compile as options. Checkpoints every
+N steps and at each epoch end; resuming restores model, optimiser, RNG states and the data
+position, so an interrupted run continues exactly. Metrics go to dvclive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from tvts.config import _TrainingConfig
+from tvts.errors import UserError
+from tvts.train.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from tvts.train.distributed import Dist, all_mean
+from tvts.train.sampler import ResumableSampler
+from tvts.train.schedule import lr_at
+
+
+class Task(Protocol):
+    def loss(self, model: nn.Module, batch: dict[str, Any], world: int) -> dict[str, torch.Tensor]:
+        """Loss parts for logging; "loss_backward", when given, is what is back-propagated
+        (else "loss")."""
+        ...
+
+    def validate(self, model: nn.Module, loader: DataLoader, device: torch.device
+                 ) -> dict[str, float]:
+        ...
+
+
+@dataclass
+class FitResult:
+    steps: int
+    epochs_done: int
+    last_metrics: dict[str, float]
+    val_history: list[dict[str, float]]
+    stopped_early: bool
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, task: Task, cfg: _TrainingConfig, train_set: Dataset,
+                 val_set: Dataset | None, collate: Callable, out_dir: str | Path, d: Dist,
+                 seed: int, model_config: dict[str, Any], monitor: str, mode: str,
+                 clips_per_item: int = 1, live_dir: str | Path | None = None,
+                 shuffle: bool = True):
+        self.cfg, self.task, self.d, self.seed = cfg, task, d, seed
+        self.out = Path(out_dir)
+        self.collate = collate
+        self.skipped: dict[str, str] = {}  # videos the loader could not sample, and why
+        self.model = model.to(d.device)
+        per_rank = cfg.batch_size // d.world
+        micro = cfg.micro_batch or per_rank
+        if cfg.batch_size % d.world or per_rank % micro or micro % clips_per_item:
+            raise UserError(
+                f"batch_size {cfg.batch_size} must split into {d.world} processes x micro_batch "
+                f"{micro} x accumulation, and micro_batch into clips of {clips_per_item} "
+                "(data.samples_per_decode)")
+        self.accum = per_rank // micro
+        self.items_per_micro = micro // clips_per_item
+        self.train_set, self.val_set = train_set, val_set
+        self.sampler = ResumableSampler(len(train_set), self.items_per_micro, seed, d.rank,
+                                        d.world, shuffle)
+        if self.sampler.batches_per_epoch() < self.accum:
+            raise UserError(f"{len(train_set)} training items cannot fill one batch of "
+                            f"{cfg.batch_size} clips")
+        self.steps_per_epoch = self.sampler.batches_per_epoch() // self.accum
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.autocast = (d.device.type == "cuda" and cfg.precision in ("auto", "bf16"))
+        if cfg.precision == "bf16" and d.device.type != "cuda":
+            self.autocast = True  # bf16 autocast on CPU when asked explicitly
+        self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.keep_checkpoints, monitor,
+                                      mode, model_config)
+        self.monitor, self.mode = monitor, mode
+        self.model_config = model_config
+        self.live_dir = live_dir
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._wrapped: nn.Module | None = None
+
+    # ------------------------------------------------------------ setup
+    def _wrap(self) -> nn.Module:
+        model: nn.Module = self.model
+        if self.cfg.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+        if self.d.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[self.d.local_rank] if self.d.device.type == "cuda"
+                        else None, find_unused_parameters=self._may_leave_unused())
+        return model
+
+    def _may_leave_unused(self) -> bool:
+        obj = getattr(self.model, "objective", None)
+        return obj is None or not obj.contrastive or obj.sort_lambda == 0
+
+    def resume(self) -> bool:
+        path = self.ckpt.latest
+        if path is None or not path.exists():
+            return False
+        state = load_checkpoint(path, self.model_config)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        return True
+
+    def _state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": rng_state(), "step": self.step, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch}
+
+    def _save(self, name: str, metric: float | None = None) -> None:
+        if self.d.main:
+            self.ckpt.save(self._state(), name, metric)
+        if self.d.world > 1:
+            dist.barrier()
+
+    def _loader(self, dataset: Dataset, sampler) -> DataLoader:  # type: ignore[no-untyped-def]
+        # its own generator: seeding the workers must not draw from the global RNG, or a
+        # resumed run would see other dropout masks than an uninterrupted one
+        gen = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return DataLoader(dataset, batch_size=self.items_per_micro, sampler=sampler,
+                          num_workers=self.cfg.loader_workers, collate_fn=self.collate,
+                          pin_memory=self.d.device.type == "cuda", generator=gen,
+                          persistent_workers=False, drop_last=False)
+
+    # ------------------------------------------------------------ the loop
+    def fit(self, max_steps: int | None = None) -> FitResult:
+        resumed = self.resume()
+        model = self._wrapped = self._wrap()
+        live = None
+        if self.d.main and self.live_dir is not None:
+            from dvclive import Live
+
+            live = Live(str(self.live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=False)
+        total_steps = self.steps_per_epoch * self.cfg.epochs
+        bar = tqdm(total=total_steps, initial=self.step, disable=not self.d.main,
+                   desc="train", unit="step", dynamic_ncols=True)
+        last: dict[str, float] = {}
+        history: list[dict[str, float]] = []
+        stopped = False
+        try:
+            while self.epoch < self.cfg.epochs:
+                if hasattr(self.train_set, "set_epoch"):
+                    self.train_set.set_epoch(self.epoch)
+                self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+                model.train()
+                parts: dict[str, float] = {}
+                wait = busy = 0.0
+                clips = 0
+                t_mark = time.perf_counter()
+                micro_i = 0
+                for batch in self._loader(self.train_set, self.sampler):
+                    t_got = time.perf_counter()
+                    wait += t_got - t_mark
+                    self.skipped.update(dict(batch.get("skipped", [])))
+                    batch = to_device(batch, self.d.device)
+                    sync = (micro_i + 1) % self.accum == 0
+                    ctx = model.no_sync() if (self.d.world > 1 and not sync) else \
+                        contextlib.nullcontext()
+                    with ctx, torch.autocast(self.d.device.type, dtype=torch.bfloat16,
+                                             enabled=self.autocast):
+                        out = self.task.loss(model, batch, self.d.world)
+                        (out.pop("loss_backward", out["loss"]) / self.accum).backward()
+                    for k, v in out.items():
+                        parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.accum
+                    clips += len(batch["video"])
+                    micro_i += 1
+                    self.batch_in_epoch += 1
+                    if not sync:
+                        t_mark = time.perf_counter()
+                        busy += t_mark - t_got
+                        continue
+                    lr = lr_at(self.epoch + self.batch_in_epoch / self.sampler.batches_per_epoch(),
+                               self.cfg.lr, self.cfg.schedule, self.cfg.epochs,
+                               self.cfg.lr_milestones, self.cfg.warmup_epochs)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    # the norm is logged every step; clipping only when configured
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                        self.model.parameters(), self.cfg.clip_grad_norm or float("inf")))
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    t_mark = time.perf_counter()
+                    busy += t_mark - t_got
+                    last = {f"train/{k}": all_mean(v, self.d) for k, v in parts.items()}
+                    last["train/lr"] = lr
+                    last["train/grad_norm"] = grad_norm
+                    last["train/clips_per_s"] = clips * self.d.world / max(wait + busy, 1e-9)
+                    last["train/data_wait_share"] = wait / max(wait + busy, 1e-9)
+                    parts, wait, busy, clips = {}, 0.0, 0.0, 0
+                    if live is not None:
+                        for k, v in last.items():
+                            live.log_metric(k, v)
+                        live.next_step()
+                    bar.set_postfix(loss=f"{last['train/loss']:.3f}", lr=f"{lr:.2e}")
+                    bar.update(1)
+                    if self.step % self.cfg.checkpoint_every_steps == 0:
+                        self._save(f"step-{self.step:07d}.pt")
+                    if max_steps is not None and self.step >= max_steps:
+                        stopped = True
+                        self._save(f"step-{self.step:07d}.pt")
+                        return FitResult(self.step, self.epoch, last, history, True)
+                # end of epoch
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                val = self._validate()
+                history.append(val)
+                last |= val
+                if live is not None:
+                    for k, v in val.items():
+                        live.log_metric(k, v, plot=True)
+                self._save(f"epoch-{self.epoch:03d}.pt", val.get(self.monitor))
+                if self.d.main:
+                    shown = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in val.items())
+                    bar.write(f"epoch {self.epoch}/{self.cfg.epochs}: {shown}")
+        finally:
+            bar.close()
+            if live is not None and not stopped:
+                live.end()
+        return FitResult(self.step, self.epoch, last, history, False)
+
+    def _validate(self) -> dict[str, float]:
+        if self.val_set is None or len(self.val_set) == 0:
+            return {}
+        result: dict[str, float] = {}
+        if self.d.main:
+            self.model.eval()
+            loader = DataLoader(self.val_set, batch_size=self.items_per_micro,
+                                num_workers=self.cfg.loader_workers, collate_fn=self.collate)
+            with torch.no_grad(), torch.autocast(self.d.device.type, dtype=torch.bfloat16,
+                                                 enabled=self.autocast):
+                result = self.task.validate(self.model, loader, self.d.device)
+            self.model.train()
+        if self.d.world > 1:
+            payload = [result]
+            dist.broadcast_object_list(payload, src=0)
+            result = payload[0]
+        return result
