@@ -12,7 +12,7 @@ import torch
 
 from tvts.config import resolve
 from tvts.data.frames import time_to_index, tsn_indices
-from tvts.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_clip
+from tvts.data.transforms import IMAGENET_MEAN, IMAGENET_STD, batch_to, crop_clip, normalize
 from tvts.data.tvts_dataset import SampleSpec, TVTSCollate, TVTSDataset, VideoEntry, build_samples
 from tvts.data.windows import NoValidSample, draw_windows, shuffle, window_starts
 from tvts.video.decoders import DecodeError, open_video
@@ -140,15 +140,21 @@ def test_transform_shapes_ranges_and_one_crop_per_clip():
     frames = np.zeros((4, 40, 50, 3), np.uint8)
     frames[:, 10:20, 10:20] = 255  # a white square, fixed across frames
     rng = np.random.default_rng(0)
-    clip = to_clip(frames, 32, train=True, rng=rng)
-    assert clip.shape == (3, 4, 32, 32) and clip.dtype == torch.float32
+    clip = crop_clip(frames, 32, train=True, rng=rng)
+    assert clip.shape == (3, 4, 32, 32) and clip.dtype == torch.uint8
+    assert all(torch.equal(clip[:, 0], clip[:, t]) for t in range(4))  # same crop everywhere
+    centre = crop_clip(frames, 32, train=False)
+    assert torch.equal(centre, crop_clip(frames, 32, train=False))
+    assert torch.equal(centre, torch.from_numpy(frames[:, 4:36, 9:41]).permute(3, 0, 1, 2))
+    x = normalize(clip[None])
+    assert x.shape == (1, 3, 4, 32, 32) and x.dtype == torch.float32
     lo = (0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     hi = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     for c in range(3):
-        assert lo[c] - 1e-5 <= clip[c].min() and clip[c].max() <= hi[c] + 1e-5
-    assert all(torch.equal(clip[:, 0], clip[:, t]) for t in range(4))  # same crop everywhere
-    centre = to_clip(frames, 32, train=False)
-    assert torch.equal(centre, to_clip(frames, 32, train=False))
+        assert x[0, c].min() == pytest.approx(lo[c], abs=1e-5)
+        assert x[0, c].max() == pytest.approx(hi[c], abs=1e-5)
+    moved = batch_to({"video": clip[None], "video_ids": ["a"]}, torch.device("cpu"))
+    assert torch.equal(moved["video"], x) and moved["video_ids"] == ["a"]
 
 
 @pytest.fixture
@@ -195,7 +201,7 @@ def test_corrupt_video_is_skipped_with_a_reason_and_resampled(entry, spec, tmp_p
     assert item["skipped"] and item["skipped"][0][0] == "vbroken"
     assert "DecodeError" in item["skipped"][0][1]
     assert item["samples"][0]["video_id"] == "vtalk"
-    assert item["samples"][0]["video"].abs().sum() > 0  # a real clip, not zeros
+    assert item["samples"][0]["video"].float().abs().sum() > 0  # a real clip, not zeros
 
 
 def test_collate_tokenises_in_the_loader(entry, spec):
@@ -221,3 +227,23 @@ def test_entries_skip_videos_without_words():
     words = pl.DataFrame({"video_id": ["a", "a"], "start_s": [0.5, 0.1], "word": ["two", "one"]})
     entries = load_entries(videos, words)
     assert [e.video_id for e in entries] == ["a"] and entries[0].words == ["one", "two"]
+
+
+def test_labelled_clips_multi_view(tmp_path):
+    from tvts.data.labelled import LabelledClips, LabelledItem, spatial_offsets
+
+    path = make_video(tmp_path / "action.mp4", seconds=4.0, fps=10, size=(80, 48))
+    items = [LabelledItem("a", str(path), 3)]
+    ev = LabelledClips(items, frames=4, frame_size=32, resize_short=40, decoder="pyav",
+                       train=False, temporal_views=2, spatial_views=3)[0]
+    assert ev["clips"].shape == (6, 3, 4, 32, 32) and ev["label"] == 3
+    # 3 spatial views differ (left / centre / right), the 2 temporal views differ too
+    assert not torch.equal(ev["clips"][0], ev["clips"][2])
+    assert not torch.equal(ev["clips"][0], ev["clips"][3])
+    assert spatial_offsets(66, 32, 3) == [0, 17, 34] and spatial_offsets(66, 32, 1) == [17]
+    tr = LabelledClips(items, 4, 32, 40, "pyav", train=True)[0]
+    assert tr["clips"].shape == (1, 3, 4, 32, 32)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"junk")
+    out = LabelledClips([LabelledItem("b", str(bad), 0)], 4, 32, 40, "pyav", False)[0]
+    assert out["clips"] is None and out["skipped"][0][0] == "b"

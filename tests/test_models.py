@@ -221,6 +221,16 @@ def micro_model_inputs():
     return p, (video, ids, mask, order, keep)
 
 
+def test_frozen_text_encoder_gets_no_gradient(micro_model_inputs):
+    p, inputs = micro_model_inputs
+    model = build_tvts(p)  # the demo and micro profiles freeze the text encoder
+    assert p.model.text.freeze
+    model(*inputs)["loss"].backward()
+    text_grad, video_grad = _grad_norms(model)
+    assert text_grad == 0 and video_grad > 0
+    assert all(not q.requires_grad for q in model.text.parameters())
+
+
 def _grad_norms(model) -> tuple[float, float]:
     def norm(module):
         return sum(float(q.grad.abs().sum()) for q in module.parameters() if q.grad is not None)
@@ -230,7 +240,10 @@ def _grad_norms(model) -> tuple[float, float]:
 @pytest.mark.parametrize("stop_gradient", [True, False])
 def test_stop_gradient_of_the_sort_loss(micro_model_inputs, stop_gradient):
     p, inputs = micro_model_inputs
-    p = p.model_copy(update={"sort": p.sort.model_copy(update={"stop_gradient": stop_gradient})})
+    text = p.model.text.model_copy(update={"freeze": False})
+    p = p.model_copy(update={
+        "sort": p.sort.model_copy(update={"stop_gradient": stop_gradient}),
+        "model": p.model.model_copy(update={"text": text})})
     model = build_tvts(p)
     model(*inputs)["loss_sort"].backward()
     text_grad, video_grad = _grad_norms(model)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +12,7 @@ import polars as pl
 from tvts.config import CorpusConfig
 from tvts.corpus.probe import ProbeError, content_hash, probe_video
 from tvts.corpus.sources import Candidate
+from tvts.parallel import process_map
 from tvts.tables import frame
 
 STAGE = "corpus"
@@ -47,19 +46,7 @@ def _inspect(args: tuple[Candidate, bool]) -> Inspected:
 def inspect_all(cands: list[Candidate], cfg: CorpusConfig,
                 progress: Callable[[int], None]) -> list[Inspected]:
     jobs = [(c, cfg.verify_decode) for c in cands]
-    if cfg.workers <= 1 or len(jobs) < 4:
-        out = []
-        for j in jobs:
-            out.append(_inspect(j))
-            progress(1)
-        return out
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
-        out = []
-        for r in pool.map(_inspect, jobs, chunksize=4):
-            out.append(r)
-            progress(1)
-        return out
+    return process_map(_inspect, jobs, cfg.workers, progress, chunksize=4, min_jobs=4)
 
 
 def video_id_for(digest: str | None, source_id: str | None, uri: str) -> str:

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tvts.data.frames import tsn_indices
-from tvts.data.transforms import to_clip
+from tvts.data.transforms import crop_clip
 from tvts.errors import UserError
 from tvts.models.video_vit import sample_keep
 from tvts.video.decoders import DecodeError, open_video, resize_shape
@@ -98,7 +98,7 @@ class CaptionedDataset(Dataset):
         except (DecodeError, OSError) as e:
             return {"samples": [], "skipped": [(item.item_id, f"{type(e).__name__}: {e}")]}
         return {"samples": [{
-            "video": to_clip(frames, self.size, self.train, rng),
+            "video": crop_clip(frames, self.size, self.train, rng),
             "keep": sample_keep(self.slices, self.patches, 0.0),
             "text": [item.caption], "order": torch.zeros(1, dtype=torch.long),
             "video_id": item.item_id}], "skipped": []}

@@ -1,7 +1,10 @@
-"""Clip transforms: crop (random for training, centre for evaluation; one crop for all frames
-of a clip) and normalisation to (C, T, H, W) float."""
+"""Clip transforms. In the loader: crop (random for training, centre for evaluation; one crop
+for all frames of a clip), kept as uint8 (C, T, H, W). On the training device: normalisation
+to float, where it is nearly free and the host sends a quarter of the bytes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,12 +24,26 @@ def crop_box(height: int, width: int, size: int, train: bool,
     return (height - size) // 2, (width - size) // 2
 
 
-def to_clip(frames: np.ndarray, size: int, train: bool,
-            rng: np.random.Generator | None = None) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> normalised float32 (3, T, size, size)."""
+def crop_clip(frames: np.ndarray, size: int, train: bool,
+              rng: np.random.Generator | None = None) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (3, T, size, size)."""
     top, left = crop_box(frames.shape[1], frames.shape[2], size, train, rng)
     x = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + size, left:left + size]))
-    x = x.permute(3, 0, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
-    return x.sub_(mean).div_(std)
+    return x.permute(3, 0, 1, 2).contiguous()
+
+
+def normalize(video: torch.Tensor) -> torch.Tensor:
+    """uint8 clips (..., 3, T, H, W) -> float32 normalised with the ImageNet mean and std."""
+    shape = (3, 1, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(shape) * 255.0
+    inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=video.device).view(shape) * 255.0)
+    return (video.float() - mean) * inv_std
+
+
+def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors to `device`; uint8 clips are normalised there."""
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+           for k, v in batch.items()}
+    if torch.is_tensor(out.get("video")) and out["video"].dtype == torch.uint8:
+        out["video"] = normalize(out["video"])
+    return out

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from tvts.config import Params, S3Config
 from tvts.data.frames import tsn_indices
-from tvts.data.transforms import to_clip
+from tvts.data.transforms import crop_clip
 from tvts.data.windows import NoValidSample, draw_windows, shuffle, windows_possible
 from tvts.models.video_vit import sample_keep
 from tvts.storage import local_file
@@ -113,7 +113,7 @@ def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
         frames = decoded[[where[int(i)] for i in indices]]
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         samples.append({
-            "video": to_clip(frames, spec.frame_size, spec.train, rng),
+            "video": crop_clip(frames, spec.frame_size, spec.train, rng),
             "keep": sample_keep(spec.slices, spec.patches, spec.mask_ratio, gen),
             "text": [" ".join(t) for t in texts],
             "order": torch.from_numpy(order),

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from tvts.config import _TrainingConfig
+from tvts.data.transforms import batch_to
 from tvts.errors import UserError
 from tvts.train.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
 from tvts.train.distributed import Dist, all_mean
@@ -48,11 +49,6 @@ class FitResult:
     last_metrics: dict[str, float]
     val_history: list[dict[str, float]]
     stopped_early: bool
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-            for k, v in batch.items()}
 
 
 class Trainer:
@@ -173,7 +169,7 @@ class Trainer:
                     t_got = time.perf_counter()
                     wait += t_got - t_mark
                     self.skipped.update(dict(batch.get("skipped", [])))
-                    batch = to_device(batch, self.d.device)
+                    batch = batch_to(batch, self.d.device)
                     sync = (micro_i + 1) % self.accum == 0
                     ctx = model.no_sync() if (self.d.world > 1 and not sync) else \
                         contextlib.nullcontext()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tvts.data.transforms import batch_to
 from tvts.eval.metrics import retrieval_metrics
 
 
@@ -46,7 +47,7 @@ class PretrainTask:
         sums = {"val/loss": 0.0, "val/sort_acc": 0.0, "val/sort_seq_acc": 0.0}
         videos, texts = [], []
         for batch in loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = batch_to(batch, device)
             out = m(batch["video"], batch["input_ids"], batch["attention_mask"], batch["order"])
             b = len(batch["video"])
             sums["val/loss"] += float(out["loss"]) * b
@@ -72,7 +73,7 @@ class ContrastiveTask:
         m = _unwrap(model)
         videos, texts, loss, n = [], [], 0.0, 0
         for batch in loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = batch_to(batch, device)
             out = m.contrastive(batch["video"], batch["input_ids"], batch["attention_mask"])
             v, t = m.embed(batch["video"], batch["input_ids"], batch["attention_mask"])
             videos.append(v)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from tvts.corpus.demo.scene import (
     vocabulary,
 )
 from tvts.corpus.demo.speech import Synthesizer
+from tvts.parallel import process_map
 from tvts.storage import atomic_path, atomic_write_text
 from tvts.video.audio import read_audio
 
@@ -268,19 +267,7 @@ def _run_job(job: Job) -> dict[str, Any]:
 
 
 def _run_all(jobs: list[Job], workers: int, progress: Callable[[int], None]) -> list[dict]:
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            results.append(_run_job(job))
-            progress(1)
-        return results
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        results = []
-        for r in pool.map(_run_job, jobs, chunksize=1):
-            results.append(r)
-            progress(1)
-        return results
+    return process_map(_run_job, jobs, workers, progress)
 
 
 # ---------------------------------------------------------------- annotation files
