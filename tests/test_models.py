@@ -262,3 +262,9 @@ def test_loss_is_base_plus_lambda_sort(micro_model_inputs):
         assert (out["loss_contrastive"] > 0) == contrastive
         assert torch.allclose(out["loss"], out["loss_contrastive"] + lam * out["loss_sort"])
         assert 0 <= float(out["sort_seq_acc"]) <= float(out["sort_acc"]) <= 1
+
+
+def test_temporal_table_init_option():
+    cfg = VideoViTConfig(**{**SMALL.__dict__, "temporal_init": "normal"})
+    table = VideoViT(cfg).pos_embed_temporal
+    assert torch.count_nonzero(table) == table.numel() and float(table.std()) < 0.05

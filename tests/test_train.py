@@ -44,8 +44,11 @@ def corpus(tmp_path_factory):
 
 
 def _params(**pretrain):
+    # constant lr 1e-4: the weight comparison's tolerance is a fraction of it
     return resolve({"profile": "micro", "model": {"text": {"dropout": False}},
-                    "pretrain": {"loader_workers": 0, "epochs": 2, **pretrain}})
+                    "pretrain": {"loader_workers": 0, "epochs": 2, "lr": 1e-4,
+                                 "schedule": "step", "lr_milestones": [],
+                                 "warmup_epochs": 0.0, **pretrain}})
 
 
 def _pretrain(root: Path, out: str, params, max_steps=None) -> str:

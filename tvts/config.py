@@ -204,6 +204,9 @@ class VideoEncoderConfig(_Section):
     heads: PositiveInt = 3
     drop_path: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     init: str | None = None  # path to MAE / timm ViT weights
+    # The temporal position table starts at zero (the release); `normal`: truncated normal
+    # (std 0.02), like the spatial table, so slices are told apart from the first step.
+    temporal_init: Literal["zeros", "normal"] = "zeros"
 
     @model_validator(mode="after")
     def _heads_divide(self) -> VideoEncoderConfig:

@@ -19,7 +19,8 @@ def video_config(params: Params, num_frames: int | None = None) -> VideoViTConfi
     return VideoViTConfig(img_size=params.data.frame_size,
                           num_frames=num_frames or params.data.num_frames,
                           patch_size=v.patch_size, tubelet=v.tubelet, width=v.width,
-                          depth=v.depth, heads=v.heads, drop_path=v.drop_path)
+                          depth=v.depth, heads=v.heads, drop_path=v.drop_path,
+                          temporal_init=v.temporal_init)
 
 
 def build_video_encoder(params: Params, grad_checkpointing: bool = False) -> VideoViT:

@@ -34,6 +34,7 @@ class VideoViTConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
+    temporal_init: str = "zeros"  # or "normal"
 
     @property
     def grid(self) -> int:
@@ -69,6 +70,8 @@ class VideoViT(nn.Module):
         self.norm = norm(w)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed_spatial, std=0.02)
+        if cfg.temporal_init == "normal":
+            nn.init.trunc_normal_(self.pos_embed_temporal, std=0.02)
         self.apply(self._init_weights)
 
     @staticmethod

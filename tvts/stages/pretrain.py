@@ -41,7 +41,11 @@ LIVE = Path("dvclive/pretrain")
 
 def model_signature(params: Params) -> dict[str, Any]:
     """What a checkpoint must match to be loaded into this model."""
-    return {"model": params.model.model_dump(mode="json", exclude={"video": {"init"}}),
+    # architecture only: initialisation, regularisation and freezing do not change the weights'
+    # shapes or meaning, so a checkpoint moves between such settings
+    arch = params.model.model_dump(mode="json", exclude={
+        "video": {"init", "drop_path", "temporal_init"}, "text": {"freeze", "dropout"}})
+    return {"model": arch,
             "num_frames": params.data.num_frames, "frame_size": params.data.frame_size,
             "num_transcripts": params.data.num_transcripts,
             "sort": {"modeling": params.sort.modeling, "blocks": params.sort.blocks}}
