@@ -117,7 +117,7 @@ def run_loader(ds: Dataset, collate, workers: int, clips_per_item: int) -> dict:
     ds = Repeat(ds, 3)
     loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0)
-    for _ in loader:
+    for _ in loader:  # warm-up pass: workers start, tokenizers load
         pass
     t0 = time.perf_counter()
     rss = 0

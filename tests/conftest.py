@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,13 @@ from tvts.corpus.demo.media import write_video
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (for local servers and process groups in tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_video(path: Path, seconds: float = 2.0, fps: int = 8, size: tuple[int, int] = (64, 48),

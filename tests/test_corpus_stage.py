@@ -19,7 +19,7 @@ from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.tables import read_table
 
-from .conftest import make_video
+from .conftest import free_port, make_video
 
 
 def _run(tmp_path: Path, source: str, **corpus):
@@ -154,15 +154,9 @@ def test_yt_temporal_source(tmp_path):
 
 
 # ---------------------------------------------------------------- S3 (a real local endpoint)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    port = _free_port()
+    port = free_port()
     exe = shutil.which("moto_server") or sys.executable
     cmd = [exe, "-p", str(port)] if exe != sys.executable else [
         sys.executable, "-m", "moto.server", "-p", str(port)]

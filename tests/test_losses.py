@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -14,6 +13,8 @@ import torch.nn.functional as F
 
 from tvts.losses import info_nce, permutation_index, predicted_order, sort_accuracy, sort_loss
 from tvts.models.sorter import permutations
+
+from .conftest import free_port
 
 
 def test_info_nce_equals_a_hand_computation():
@@ -29,12 +30,6 @@ def test_info_nce_equals_a_hand_computation():
     v2t = (ce(s[0], 0) + ce(s[1], 1)) / 2
     t2v = (ce(s[:, 0], 0) + ce(s[:, 1], 1)) / 2
     assert torch.allclose(info_nce(v, t, tau), v2t + t2v)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, v: torch.Tensor, t: torch.Tensor, out: str):
@@ -55,7 +50,7 @@ def test_gathered_loss_and_gradients_match_single_process(tmp_path):
     torch.manual_seed(0)
     v, t = torch.randn(8, 16), torch.randn(8, 16)
     out = str(tmp_path / "res")
-    mp.spawn(_worker, args=(2, _free_port(), v, t, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), v, t, out), nprocs=2, join=True)
     sv, st = v.clone().requires_grad_(True), t.clone().requires_grad_(True)
     loss = info_nce(sv, st, 0.05)
     loss.backward()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +21,8 @@ from tvts.train.checkpoint import BEST, load_checkpoint
 from tvts.train.sampler import ResumableSampler
 from tvts.train.schedule import lr_at
 from tvts.video.decoders import open_video  # noqa: F401  (decoders import cleanly)
+
+from .conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +77,6 @@ def test_resume_is_exact(corpus):
     assert full["optimizer"]["state"] and full["step"] == 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
@@ -100,7 +95,7 @@ def test_two_process_ddp_matches_single_process(corpus):
     torch.set_num_threads(1)
     pretrain_stage.run(_params(), corpus / "videos.parquet", corpus / "words.parquet",
                        corpus / "single", corpus / "single.json", corpus / "single_live", 2)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(corpus)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(corpus)), nprocs=2, join=True)
     # the same loss and the same gradient (its norm, before the first update) on the same
     # global batch: the contrastive part would differ by the world size without its scaling
     for name in ("loss", "loss_contrastive", "loss_sort", "grad_norm"):

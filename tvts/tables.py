@@ -72,7 +72,7 @@ SCHEMAS: dict[str, pl.Schema] = {
 
 
 class SchemaError(ValueError):
-    pass
+    """A table does not have its declared columns."""
 
 
 def conform(df: pl.DataFrame, schema: pl.Schema, name: str) -> pl.DataFrame:

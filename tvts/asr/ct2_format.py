@@ -20,7 +20,7 @@ DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 
 
 class CT2FormatError(ValueError):
-    pass
+    """The file is not a (supported) CTranslate2 model."""
 
 
 @dataclass

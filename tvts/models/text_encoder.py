@@ -41,7 +41,7 @@ def _from_pretrained(loader: Any, name: str) -> Any:
     try:
         return loader.from_pretrained(target, local_files_only=True)
     except OSError:
-        pass
+        pass  # not cached: try the hub next
     try:
         return loader.from_pretrained(target)
     except (OSError, ValueError) as e:

@@ -55,13 +55,11 @@ def run(params: Params, images_root: Path | None = None, clips_root: Path | None
         model = build_tvts(params, cfg.grad_checkpointing)
         # the pretrained weights (masking is 0 here: nothing in the model depends on it)
         model.load_state_dict(load_checkpoint(init, model_signature(params))["model"])
-        trainer = Trainer(model, ContrastiveTask(), cfg, train_set, None,
+        trainer = Trainer(model, ContrastiveTask(), cfg, train_set, val_set,
                           TVTSCollate(params.model.text.name, params.data.max_text_tokens),
                           out_dir, d, params.seed, model_signature(params), cfg.monitor,
-                          cfg.monitor_mode, clips_per_item=group, live_dir=live_dir,
-                          shuffle=False)
-        trainer.val_set = val_set
-        trainer.items_per_micro = 1  # each item is already a whole batch
+                          cfg.monitor_mode, clips_per_item=group,  # an item is a batch
+                          live_dir=live_dir, shuffle=False)
         result = trainer.fit()
         if not d.main:
             return ""

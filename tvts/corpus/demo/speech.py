@@ -60,7 +60,7 @@ class Utterance:
 
 
 class SpeechError(RuntimeError):
-    pass
+    """eSpeak NG could not be used or said nothing audible."""
 
 
 class Synthesizer:
