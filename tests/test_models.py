@@ -268,3 +268,20 @@ def test_temporal_table_init_option():
     cfg = VideoViTConfig(**{**SMALL.__dict__, "temporal_init": "normal"})
     table = VideoViT(cfg).pos_embed_temporal.detach()
     assert torch.count_nonzero(table) == table.numel() and float(table.std()) < 0.05
+
+
+def test_mean_pooling_ignores_padding():
+    enc = TextEncoder("bundled:minilm-l6", pooling="mean").eval()
+    tok = load_tokenizer("bundled:minilm-l6")
+    alone = tok(["the red circle"], return_tensors="pt")
+    padded = tok(["the red circle", "the blue square moves to the left now"], padding=True,
+                 return_tensors="pt")
+    with torch.no_grad():
+        a = enc(alone["input_ids"], alone["attention_mask"])[0]
+        b = enc(padded["input_ids"], padded["attention_mask"])[0]
+        cls = TextEncoder("bundled:minilm-l6").eval()(alone["input_ids"],
+                                                      alone["attention_mask"])[0]
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a, cls, atol=1e-3)
+    with pytest.raises(ValueError, match="pooling"):
+        TextEncoder("bundled:minilm-l6", pooling="max")

