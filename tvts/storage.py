@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -56,7 +57,9 @@ def display_path(path: str | Path) -> str:
         return p.as_posix()
 
 
+@functools.lru_cache(maxsize=8)
 def s3_client(cfg: S3Config) -> Any:
+    """One client per settings and process (clients are thread-safe; loaders call per clip)."""
     import boto3
 
     session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)

@@ -49,36 +49,24 @@ class TVTSModel(nn.Module):
         feats = self.text(input_ids.reshape(b * k, n), attention_mask.reshape(b * k, n))
         return feats.reshape(b, k, -1)
 
-    def embed(self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Video and text vectors in the common space (text: mean over the K transcripts)."""
-        cls, _ = self.video(video, keep)
-        text = self.encode_text(input_ids, attention_mask)
-        return self.proj.video(cls), self.proj.text(text).mean(1)
-
-    def contrastive(self, video: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor, keep: torch.Tensor | None = None
-                    ) -> dict[str, torch.Tensor]:
-        """Contrastive loss alone (post-pretraining on captioned images and clips)."""
-        v, t = self.embed(video, input_ids, attention_mask, keep)
-        loss = info_nce(v, t, self.objective.temperature)
-        return {"loss": loss, "loss_contrastive": loss}
-
     def forward(self, video: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor, order: torch.Tensor,
+                attention_mask: torch.Tensor, order: torch.Tensor | None = None,
                 keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Loss parts and sort accuracy for a batch of K shuffled transcripts per clip.
+        """Loss parts, sort accuracy and the (detached) common-space vectors.
 
-        `order` (B, K) is each transcript's true position.
+        `order` (B, K) is each transcript's true position; without it only the contrastive
+        loss is computed (post-pretraining on captioned images and clips).
         """
         obj = self.objective
         cls, tokens = self.video(video, keep)
         text = self.encode_text(input_ids, attention_mask)
-        zero = cls.new_zeros(())
-        out: dict[str, torch.Tensor] = {}
-        out["loss_contrastive"] = (
-            info_nce(self.proj.video(cls), self.proj.text(text).mean(1), obj.temperature)
-            if obj.contrastive else zero)
+        v, t = self.proj.video(cls), self.proj.text(text).mean(1)
+        out: dict[str, torch.Tensor] = {"video_vec": v.detach(), "text_vec": t.detach()}
+        out["loss_contrastive"] = (info_nce(v, t, obj.temperature) if obj.contrastive
+                                   else cls.new_zeros(()))
+        if order is None:
+            out["loss"] = out["loss_contrastive"]
+            return out
         sort_in = text.detach() if obj.stop_gradient else text
         logits = self.sorter(tokens, sort_in)
         out["loss_sort"] = sort_loss(logits, order, self.sorter.modeling)

@@ -80,9 +80,9 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch() // self.accum
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
-        self.autocast = (d.device.type == "cuda" and cfg.precision in ("auto", "bf16"))
-        if cfg.precision == "bf16" and d.device.type != "cuda":
-            self.autocast = True  # bf16 autocast on CPU when asked explicitly
+        # auto: bf16 on a GPU; bf16: also on a CPU
+        self.autocast = cfg.precision == "bf16" or (
+            cfg.precision == "auto" and d.device.type == "cuda")
         self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.keep_checkpoints, monitor,
                                       mode, model_config)
         self.monitor, self.mode = monitor, mode
@@ -105,7 +105,8 @@ class Trainer:
 
     def _may_leave_unused(self) -> bool:
         obj = getattr(self.model, "objective", None)
-        return obj is None or not obj.contrastive or obj.sort_lambda == 0
+        sorting = getattr(self.task, "sorting", True)  # contrastive-only tasks skip the sorter
+        return obj is None or not obj.contrastive or obj.sort_lambda == 0 or not sorting
 
     def resume(self) -> bool:
         path = self.ckpt.latest
@@ -178,7 +179,8 @@ class Trainer:
                         out = self.task.loss(model, batch, self.d.world)
                         (out.pop("loss_backward", out["loss"]) / self.accum).backward()
                     for k, v in out.items():
-                        parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.accum
+                        if v.ndim == 0:  # loss parts and accuracies, not the vectors
+                            parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.accum
                     clips += len(batch["video"])
                     micro_i += 1
                     self.batch_in_epoch += 1

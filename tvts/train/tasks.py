@@ -13,10 +13,6 @@ from tvts.data.transforms import batch_to
 from tvts.eval.metrics import retrieval_metrics
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
-
-
 def _ddp_scale(out: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
     """DDP averages gradients over processes, but each process's InfoNCE (on the gathered
     batch) already carries the whole batch's gradient for its own rows: scaling that part by
@@ -34,50 +30,38 @@ def _retrieval(videos: list[torch.Tensor], texts: list[torch.Tensor]) -> dict[st
 
 
 class PretrainTask:
+    """TVTS: contrastive + sort.lambda x transcript sorting."""
+
+    sorting = True
+
     def loss(self, model: nn.Module, batch: dict[str, Any], world: int
              ) -> dict[str, torch.Tensor]:
-        out = model(batch["video"], batch["input_ids"], batch["attention_mask"], batch["order"],
+        order = batch["order"] if self.sorting else None
+        out = model(batch["video"], batch["input_ids"], batch["attention_mask"], order,
                     batch["keep"])
         return _ddp_scale(out, world)
 
     def validate(self, model: nn.Module, loader: DataLoader, device: torch.device
                  ) -> dict[str, float]:
-        m = _unwrap(model)
+        m = getattr(model, "module", model)
         n = 0
-        sums = {"val/loss": 0.0, "val/sort_acc": 0.0, "val/sort_seq_acc": 0.0}
+        keys = ["loss", "sort_acc", "sort_seq_acc"] if self.sorting else ["loss"]
+        sums = dict.fromkeys(keys, 0.0)
         videos, texts = [], []
         for batch in loader:
             batch = batch_to(batch, device)
-            out = m(batch["video"], batch["input_ids"], batch["attention_mask"], batch["order"])
+            out = m(batch["video"], batch["input_ids"], batch["attention_mask"],
+                    batch["order"] if self.sorting else None)
             b = len(batch["video"])
-            sums["val/loss"] += float(out["loss"]) * b
-            sums["val/sort_acc"] += float(out["sort_acc"]) * b
-            sums["val/sort_seq_acc"] += float(out["sort_seq_acc"]) * b
-            v, t = m.embed(batch["video"], batch["input_ids"], batch["attention_mask"])
-            videos.append(v)
-            texts.append(t)
+            for k in keys:
+                sums[k] += float(out[k]) * b
+            videos.append(out["video_vec"])
+            texts.append(out["text_vec"])
             n += b
-        return {k: v / n for k, v in sums.items()} | _retrieval(videos, texts)
+        return {f"val/{k}": v / n for k, v in sums.items()} | _retrieval(videos, texts)
 
 
-class ContrastiveTask:
-    def loss(self, model: nn.Module, batch: dict[str, Any], world: int
-             ) -> dict[str, torch.Tensor]:
-        m = _unwrap(model) if not isinstance(model, nn.parallel.DistributedDataParallel) \
-            else model.module
-        out = m.contrastive(batch["video"], batch["input_ids"], batch["attention_mask"])
-        return _ddp_scale(out, world)
+class ContrastiveTask(PretrainTask):
+    """Post-pretraining: the contrastive loss alone."""
 
-    def validate(self, model: nn.Module, loader: DataLoader, device: torch.device
-                 ) -> dict[str, float]:
-        m = _unwrap(model)
-        videos, texts, loss, n = [], [], 0.0, 0
-        for batch in loader:
-            batch = batch_to(batch, device)
-            out = m.contrastive(batch["video"], batch["input_ids"], batch["attention_mask"])
-            v, t = m.embed(batch["video"], batch["input_ids"], batch["attention_mask"])
-            videos.append(v)
-            texts.append(t)
-            loss += float(out["loss"]) * len(batch["video"])
-            n += len(batch["video"])
-        return {"val/loss": loss / n} | _retrieval(videos, texts)
+    sorting = False
