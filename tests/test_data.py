@@ -129,6 +129,17 @@ def test_both_decoders_give_the_same_frames(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_every_frame_of_a_short_clip_up_to_the_last(tmp_path, backend):
+    # PyAV once failed here with "End of file": a new decode() after the stream's end
+    path = make_video(tmp_path / "short.mp4", seconds=1.25, fps=8, size=(64, 48))
+    r = open_video(path, backend)
+    n = len(r.frame_times)
+    assert n == 10
+    assert r.get_frames(np.arange(n)).shape == (n, 48, 64, 3)
+    assert r.get_frames(np.array([n - 1, 0, n - 2])).shape == (3, 48, 64, 3)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_corrupt_file_raises_a_decode_error(tmp_path, backend):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video" * 100)

@@ -200,6 +200,21 @@ def test_sorter_is_equivariant_to_transcript_order(modeling):
         assert torch.allclose(permuted, base[:, perm][:, :, perm], atol=1e-5)
 
 
+@pytest.mark.parametrize("time_embedding", ["none", "sincos"])
+def test_only_the_time_embedding_tells_the_sorter_when_a_slice_is(time_embedding):
+    s = SortTransformer(48, 3, 2, 4, "kway", text_dim=32, time_embedding=time_embedding,
+                        slices=4).eval()
+    video, text = torch.randn(2, 1 + 4 * 3, 48), torch.randn(2, 4, 32)
+    swapped = video.clone()
+    swapped[:, 1:4], swapped[:, 4:7] = video[:, 4:7], video[:, 1:4]  # slices 0 and 1 trade
+    with torch.no_grad():
+        same = torch.allclose(s(video, text), s(swapped, text), atol=1e-5)
+    assert same == (time_embedding == "none")
+    if time_embedding == "sincos":
+        with pytest.raises(ValueError, match="do not split into 4 slices"):
+            s(torch.randn(1, 1 + 4 * 3 + 1, 48), text[:1])
+
+
 def test_factorial_head_shape():
     s = SortTransformer(48, 3, 1, 4, "factorial", text_dim=48)
     assert s(torch.randn(2, 5, 48), torch.randn(2, 4, 48)).shape == (2, 24)

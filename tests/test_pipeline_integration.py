@@ -34,6 +34,7 @@ def repo(tmp_path_factory) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "reviews", root / "reviews")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "micro"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -49,12 +50,12 @@ def test_dvc_repro_runs_the_pipeline(repo):
     _sh([sys.executable, "-m", "dvc", "repro"], repo)
     videos = read_table(repo / "data/corpus/videos.parquet", "videos")
     metrics = json.loads((repo / "metrics/corpus.json").read_text())
-    assert len(videos) == metrics["videos"] == 4  # the micro profile's size
-    assert metrics["planted_leaks"] > 0
     resolved = yaml.safe_load((repo / "data/corpus/params.resolved.yaml").read_text())
-    assert resolved["profile"] == "micro" and resolved["corpus"]["demo"]["num_videos"] == 4
+    n = resolved["corpus"]["demo"]["num_videos"]
+    assert resolved["profile"] == "micro" and len(videos) == metrics["videos"] == n
+    assert metrics["planted_leaks"] > 0
     asr = json.loads((repo / "metrics/asr.json").read_text())
-    assert asr["videos_done"] == 4 and asr["words"] > 40
+    assert asr["videos_done"] == n and asr["words"] > 40
     words = read_table(repo / "data/asr/words.parquet", "words")
     assert set(words["video_id"]) == set(videos["video_id"])
     validate = json.loads((repo / "metrics/validate.json").read_text())
@@ -62,6 +63,12 @@ def test_dvc_repro_runs_the_pipeline(repo):
     assert read_table(repo / "data/asr/valid.parquet", "videos").height == \
         validate["videos_passed"]
     assert (repo / "reports/asr_validation/index.html").exists()
+    # dedup finds the planted leaks, and pretraining reads what it leaves
+    dedup = json.loads((repo / "metrics/dedup.json").read_text())
+    assert dedup["planted"]["pair_recall"] == dedup["planted"]["pair_precision"] == 1.0
+    kept = read_table(repo / "data/dedup/videos.parquet", "videos")
+    assert kept.height == validate["videos_passed"] - dedup["excluded_videos"] > 0
+    assert (repo / "reports/leakage/index.html").exists()
     pre = json.loads((repo / "metrics/pretrain.json").read_text())
     assert pre["steps"] > 0 and "val_sort_acc" in pre
     assert (repo / "models/pretrain/encoder/model.safetensors").exists()

@@ -103,10 +103,17 @@ def test_two_process_ddp_matches_single_process(corpus):
         assert single[0] == pytest.approx(ddp[0], rel=1e-5), name
     a = _weights(corpus / "single/checkpoints/step-0000002.pt")
     b = _weights(corpus / "ddp/checkpoints/step-0000002.pt")
-    # after two AdamW steps: equal up to Adam's amplification of float noise in gradients
-    # that are zero in exact arithmetic (key biases), at most a fraction of the lr
+    # after two AdamW steps: equal, except where the gradient is zero in exact arithmetic
+    # (attention key biases: softmax ignores a shift shared by all keys). There Adam turns
+    # float noise into steps of up to the lr each, so two runs may differ by 2 x 2 x lr.
+    lr = _params().pretrain.lr
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-4), k
+        x, y = a[k], b[k]
+        if k.endswith("attn.qkv.bias"):
+            w = x.shape[0] // 3
+            assert torch.allclose(x[w:2 * w], y[w:2 * w], atol=4 * lr + 1e-6), k
+            x, y = torch.cat([x[:w], x[2 * w:]]), torch.cat([y[:w], y[2 * w:]])
+        assert torch.allclose(x, y, atol=1e-4), k
 
 
 def test_corrupt_or_foreign_checkpoint_is_a_clear_error(corpus, tmp_path):

@@ -47,11 +47,14 @@ class DemoDownstreamSizes(_Section):
 
 
 class DemoConfig(_Section):
-    num_videos: PositiveInt = 32
-    duration_s: Annotated[float, Field(ge=8.0, le=3600.0)] = 36.0
+    num_videos: PositiveInt = 80
+    duration_s: Annotated[float, Field(ge=8.0, le=3600.0)] = 20.0
     width: Annotated[int, Field(ge=32, le=1920, multiple_of=2)] = 160
     height: Annotated[int, Field(ge=32, le=1080, multiple_of=2)] = 120
     fps: Annotated[int, Field(ge=2, le=60)] = 10
+    # Objects in a video; each narrated event shows only its object, so more objects make
+    # the order of the transcripts more visible.
+    objects_per_video: Annotated[int, Field(ge=1, le=4)] = 4
     # Share of event slots that are silent pauses (nothing said, little happens).
     silence_prob: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
     voice: str = "en-us"
@@ -152,15 +155,41 @@ class ValidateConfig(_Section):
 
 
 class DownstreamConfig(_Section):
-    # set name -> `demo` (the generator's sets) or a local directory of clips.
+    # set name -> `demo` (the generator's set of that name) or a local directory of clips
+    # (label = the sub-folder a clip is in).
     sets: dict[str, str] = {"ssv2": "demo", "msrvtt": "demo"}
+    workers: PositiveInt = 2
 
 
 class DedupConfig(_Section):
+    # `dct`: weight-free perceptual descriptor (offline default); `clip`: CLIP image embeddings
+    # from `clip_model` (a hub name such as openai/clip-vit-base-patch32, or a local folder).
     encoder: Literal["dct", "clip"] = "dct"
     clip_model: str = "openai/clip-vit-base-patch32"
+    clip_batch_size: PositiveInt = 64
+    device: str = "auto"  # CLIP's device: auto = cuda when available, else cpu
+    # Frames per downstream clip, evenly spread over it.
     frames_per_video: PositiveInt = 8
-    threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.9
+    # Pretraining videos are long and a leak may be a few seconds of one: they are sampled
+    # at this rate (frames per second), at most `max_query_frames` per video.
+    query_fps: Annotated[float, Field(gt=0.0)] = 2.0
+    max_query_frames: PositiveInt = 600
+    # Each downstream frame is indexed at these centre-crop scales as well, so that cropped
+    # (zoomed-in) copies still match.
+    crop_scales: list[Annotated[float, Field(gt=0.2, le=1.0)]] = [1.0, 0.9, 0.8, 0.7]
+    # cosine similarity; 0.99 suits `dct` (see README: measured on the planted demo leaks)
+    threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.99
+    # A video pair is flagged when at least this many of the video's frames match.
+    min_matching_frames: PositiveInt = 2
+    neighbours: PositiveInt = 8  # nearest downstream frames kept per query frame
+    # Up to this many indexed vectors the search is exact (flat); above it, an IVF index.
+    exact_max_vectors: PositiveInt = 200_000
+    nprobe: PositiveInt = 16
+    recall_sample: PositiveInt = 2000  # query frames used to measure an approximate index
+    num_shards: PositiveInt = 16
+    workers: PositiveInt = 2
+    decode_size: PositiveInt = 128  # shorter side frames are decoded at
+    decisions: str = "reviews/leakage_decisions.csv"
 
 
 class DataConfig(_Section):
@@ -221,7 +250,7 @@ class TextEncoderConfig(_Section):
     # The transcript feature: `cls` = [CLS] of the last hidden state (the paper, DistilBERT);
     # `mean` = the mean over tokens, what sentence models such as the bundled MiniLM are
     # trained to give (their [CLS] vectors are close to one another).
-    pooling: Literal["cls", "mean"] = "cls"
+    pooling: Literal["cls", "mean"] = "mean"
     # false: no dropout in the text encoder (exact reproducibility across process layouts)
     dropout: bool = True
     # true: keep the pretrained text encoder fixed (no gradient, no dropout): about half the
@@ -240,6 +269,9 @@ class SortConfig(_Section):
     modeling: Literal["kway", "pairwise", "factorial"] = "kway"
     stop_gradient: bool = True
     blocks: PositiveInt = 2
+    # `sincos`: a fixed code of each video token's temporal slice, added at the sorter's input
+    # (not in the release; the demo needs it to learn in minutes from scratch, see README).
+    time_embedding: Literal["none", "sincos"] = "sincos"
 
 
 class ContrastiveConfig(_Section):

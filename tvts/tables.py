@@ -40,13 +40,33 @@ SUBTITLES = pl.Schema(
 QUARANTINE = pl.Schema(
     {"video_id": pl.Utf8, "uri": pl.Utf8, "stage": pl.Utf8, "reason": pl.Utf8}
 )
+# One row per downstream item (a clip of an evaluation set), written by the `downstream` stage.
+DOWNSTREAM = pl.Schema(
+    {
+        "downstream_set": pl.Utf8,
+        "downstream_id": pl.Utf8,
+        "uri": pl.Utf8,
+        "split": pl.Utf8,
+        "label": pl.Utf8,
+        "caption": pl.Utf8,
+        "duration_s": pl.Float64,
+    }
+)
+# Video pairs (pretraining video, downstream item) the dedup stage flagged or was told about.
 LEAKS = pl.Schema(
     {
         "video_id": pl.Utf8,
+        "uri": pl.Utf8,
         "downstream_set": pl.Utf8,
         "downstream_id": pl.Utf8,
-        "similarity": pl.Float64,
-        "frame_pair": pl.List(pl.Int32),
+        "downstream_uri": pl.Utf8,
+        "similarity": pl.Float64,  # best frame pair
+        "matching_frames": pl.Int32,  # the video's frames with a match in this item
+        "query_time_s": pl.Float64,  # the best pair's frame in the pretraining video
+        "match_time_s": pl.Float64,  # ... and in the downstream item
+        "crop_scale": pl.Float64,  # the downstream view that matched
+        "decision": pl.Utf8,  # exclude | keep
+        "decided_by": pl.Utf8,  # auto | the decisions file
     }
 )
 # Planted leaks of the demo corpus: the truth the dedup stage is scored against.
@@ -66,6 +86,7 @@ SCHEMAS: dict[str, pl.Schema] = {
     "words": WORDS,
     "subtitles": SUBTITLES,
     "quarantine": QUARANTINE,
+    "downstream": DOWNSTREAM,
     "leaks": LEAKS,
     "leak_truth": LEAK_TRUTH,
 }

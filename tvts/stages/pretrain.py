@@ -1,5 +1,6 @@
-"""`pretrain` stage: TVTS on the validated corpus -> models/pretrain (checkpoints, exported
-encoder), metrics/pretrain.json, dvclive plots. Runs alone or under torchrun."""
+"""`pretrain` stage: TVTS on the validated, deduplicated corpus -> models/pretrain
+(checkpoints, exported encoder), metrics/pretrain.json, dvclive plots. Runs alone or under
+torchrun."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from tvts.train.export import export_model
 from tvts.train.loop import Trainer
 from tvts.train.tasks import PretrainTask
 
-VIDEOS = Path("data/asr/valid.parquet")
+VIDEOS = Path("data/dedup/videos.parquet")  # validated, leaks removed
 WORDS = Path("data/asr/words.parquet")
 OUT_DIR = Path("models/pretrain")
 METRICS = Path("metrics/pretrain.json")
@@ -48,7 +49,8 @@ def model_signature(params: Params) -> dict[str, Any]:
     return {"model": arch,
             "num_frames": params.data.num_frames, "frame_size": params.data.frame_size,
             "num_transcripts": params.data.num_transcripts,
-            "sort": {"modeling": params.sort.modeling, "blocks": params.sort.blocks}}
+            "sort": {"modeling": params.sort.modeling, "blocks": params.sort.blocks,
+                     "time_embedding": params.sort.time_embedding}}
 
 
 def seed_everything(seed: int) -> None:

@@ -114,13 +114,17 @@ class PyAVReader:
                 s = c.streams.video[0]
                 s.thread_type = "AUTO"
                 pos = -1  # index of the last frame decoded
+                # One frame iterator between seeks: a fresh `decode()` after the demuxer hit the
+                # end would flush the decoder a second time (FFmpeg: "End of file").
+                frames = None
                 for target in wanted:
                     if target in got:
                         continue
                     key = self._keyframe_before(target)
-                    if pos < key or pos >= target:  # jump: seek to the keyframe before it
+                    if frames is None or pos < key or pos >= target:  # jump to its keyframe
                         c.seek(self._pts[key], stream=s, backward=True, any_frame=False)
-                    for frame in c.decode(s):
+                        frames = c.decode(s)
+                    for frame in frames:
                         if frame.pts is None:
                             continue
                         pos = bisect.bisect_left(self._pts, frame.pts)

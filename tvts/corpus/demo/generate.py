@@ -205,11 +205,10 @@ def _alter(frames: np.ndarray, alteration: str, rng: np.random.Generator, width:
 def _pretrain_video(job: Job) -> dict[str, Any]:
     rng, cfg = _rng(job), job.cfg
     synth = _synth(cfg)
-    things = random_things(rng, 2)
-    initial = [random_state(rng), random_state(rng, visible=bool(rng.random() < 0.7))]
-    if (initial[0].x, initial[0].y) == (initial[1].x, initial[1].y):
-        initial[1] = State(0.5 if initial[0].x != 0.5 else 0.2, initial[1].y, initial[1].size,
-                           alpha=initial[1].alpha)
+    things = random_things(rng, cfg.objects_per_video)
+    # the first object is in view from the start; the others may appear later
+    initial = [random_state(rng, visible=j == 0 or bool(rng.random() < 0.7))
+               for j in range(len(things))]
     leak_frames = leak_audio = None
     leak_slot = None
     if job.leak is not None:

@@ -1,0 +1,229 @@
+"""Sharded, resumable frame-feature extraction.
+
+Items map to shards by a hash of their key (as the ASR journals do). A shard is one .npz file
+written atomically once all its items are done, carrying a fingerprint of the encoder, the
+frame sampling and the shard's items: a rerun skips every shard whose file matches, so an
+interrupted run redoes at most the shards in flight, and adding videos redoes only the
+shards they land in. Items that cannot be decoded are recorded with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tvts.asr.journal import shard_of
+from tvts.config import S3Config
+from tvts.dedup.encoders import FrameEncoder, build_encoder
+from tvts.dedup.frames import centre_crop, clip_times, query_times, read_frames_at
+from tvts.parallel import process_map
+from tvts.storage import atomic_path, is_s3, local_file
+from tvts.video.decoders import DecodeError
+
+
+@dataclass(frozen=True)
+class FeatureItem:
+    key: str
+    uri: str
+    duration_s: float
+    # changes when the file does (size and mtime of a local file): a clip rewritten under the
+    # same name must not reuse its old features
+    stamp: str = ""
+
+
+def file_stamp(uri: str) -> str:
+    """`size-mtime_ns` of a local file; "" for s3:// (its id is expected to name the content)."""
+    if is_s3(uri):
+        return ""
+    try:
+        st = Path(uri).stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Frames per item: `frames` evenly spread (clips), or `fps` up to `max_frames` (long
+    videos); each frame is encoded at every centre-crop scale in `crop_scales`."""
+
+    frames: int | None = None
+    fps: float | None = None
+    max_frames: int = 600
+    crop_scales: tuple[float, ...] = (1.0,)
+
+    def times(self, duration_s: float) -> np.ndarray:
+        if self.frames is not None:
+            return clip_times(duration_s, self.frames)
+        assert self.fps is not None
+        return query_times(duration_s, self.fps, self.max_frames)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    kind: str
+    clip_model: str = ""
+    device: str = "auto"
+    batch_size: int = 64
+
+
+@lru_cache(maxsize=2)
+def _encoder(spec: EncoderSpec) -> FrameEncoder:
+    return build_encoder(spec.kind, spec.clip_model, spec.device, spec.batch_size)
+
+
+@dataclass
+class Features:
+    """Vectors of many items: row r is frame `time_s[r]` of item `keys[item[r]]`, crop
+    `scale[r]`."""
+
+    keys: list[str]
+    item: np.ndarray  # int32 (R,)
+    time_s: np.ndarray  # float32 (R,)
+    scale: np.ndarray  # float32 (R,)
+    vectors: np.ndarray  # float32 (R, D)
+    failed: list[tuple[str, str]]
+
+    @classmethod
+    def empty(cls, dim: int) -> Features:
+        return cls([], np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                   np.zeros((0, dim), np.float32), [])
+
+    @classmethod
+    def concat(cls, parts: list[Features], dim: int) -> Features:
+        out = cls.empty(dim)
+        for p in parts:
+            offset = len(out.keys)
+            out.keys += p.keys
+            out.item = np.concatenate([out.item, p.item + offset]).astype(np.int32)
+            out.time_s = np.concatenate([out.time_s, p.time_s])
+            out.scale = np.concatenate([out.scale, p.scale])
+            out.vectors = np.concatenate([out.vectors, p.vectors])
+            out.failed += p.failed
+        return out
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    path: str
+    fingerprint: str
+    items: tuple[FeatureItem, ...]
+    sampling: Sampling
+    encoder: EncoderSpec
+    decode_size: int
+    decoder: str
+    s3: S3Config
+    cache_dir: str
+
+
+def encode_item(item: FeatureItem, job: ShardJob, encoder: FrameEncoder
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    path = str(local_file(item.uri, job.s3, job.cache_dir))
+    frames, times = read_frames_at(path, job.sampling.times(item.duration_s), job.decode_size,
+                                   job.decoder)
+    vecs, ts, scales = [], [], []
+    for s in job.sampling.crop_scales:
+        vecs.append(encoder.encode(centre_crop(frames, s)))
+        ts.append(times)
+        scales.append(np.full(len(times), s))
+    return (np.concatenate(vecs), np.concatenate(ts).astype(np.float32),
+            np.concatenate(scales).astype(np.float32))
+
+
+def _save(path: str, fingerprint: str, feats: Features) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, fingerprint=np.array(fingerprint), keys=np.array(feats.keys, dtype=str),
+             item=feats.item, time_s=feats.time_s, scale=feats.scale, vectors=feats.vectors,
+             failed=np.array([f"{k}\t{r}" for k, r in feats.failed], dtype=str))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_shard(path: str | Path, fingerprint: str | None = None) -> Features | None:
+    """The shard's features, or None when missing, unreadable or made with other settings."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if fingerprint is not None and str(z["fingerprint"]) != fingerprint:
+                return None
+            failed = [tuple(s.split("\t", 1)) for s in z["failed"].tolist()]
+            return Features(z["keys"].tolist(), z["item"], z["time_s"], z["scale"],
+                            z["vectors"], failed)  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def extract_shard(job: ShardJob) -> int:
+    """Encode every item of the shard and write it; returns the number of vectors."""
+    encoder = _encoder(job.encoder)
+    parts = []
+    failed: list[tuple[str, str]] = []
+    for item in job.items:
+        try:
+            v, t, s = encode_item(item, job, encoder)
+        except (DecodeError, OSError, RuntimeError, ValueError) as e:
+            failed.append((item.key, f"{type(e).__name__}: {str(e).splitlines()[0]}"))
+            continue
+        parts.append(Features([item.key], np.zeros(len(v), np.int32), t, s, v, []))
+    feats = Features.concat(parts, encoder.dim)
+    feats.failed = failed
+    _save(job.path, job.fingerprint, feats)
+    return len(feats.vectors)
+
+
+def shard_fingerprint(items: list[FeatureItem], settings: str) -> str:
+    h = hashlib.blake2b(settings.encode(), digest_size=16)
+    for it in sorted(items, key=lambda i: i.key):
+        h.update(f"\n{it.key}\t{it.uri}\t{it.duration_s:.3f}\t{it.stamp}".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class ExtractResult:
+    features: Features
+    shards_total: int
+    shards_reused: int
+
+
+def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
+            encoder: EncoderSpec, num_shards: int, workers: int, decode_size: int,
+            decoder: str = "pyav", s3: S3Config | None = None, cache_dir: str = ".cache/tvts",
+            progress: Callable[[int], None] | None = None) -> ExtractResult:
+    """Features of all `items`, reusing finished shards under `out_dir`."""
+    out_dir = Path(out_dir)
+    enc = _encoder(encoder)
+    settings = f"{enc.signature()}|{sampling}|{decode_size}|{decoder}"
+    by_shard: dict[int, list[FeatureItem]] = {}
+    for it in items:
+        by_shard.setdefault(shard_of(it.key, num_shards), []).append(it)
+    jobs, reused = [], []
+    for shard, shard_items in sorted(by_shard.items()):
+        path = out_dir / f"shard-{shard:05d}-of-{num_shards:05d}.npz"
+        fp = shard_fingerprint(shard_items, settings)
+        if load_shard(path, fp) is not None:
+            reused.append(str(path))
+            continue
+        jobs.append(ShardJob(str(path), fp, tuple(shard_items), sampling, encoder, decode_size,
+                             decoder, s3 or S3Config(), cache_dir))
+    tick = progress or (lambda n: None)
+    tick(len(reused))
+    # CLIP in one process keeps one copy of the model (and the GPU) busy.
+    n_workers = 1 if encoder.kind == "clip" else workers
+    process_map(extract_shard, jobs, n_workers, progress=tick)
+    # only this run's shards: a changed shard count leaves old files that must not count
+    wanted = [str(out_dir / f"shard-{s:05d}-of-{num_shards:05d}.npz") for s in sorted(by_shard)]
+    for stale in out_dir.glob("shard-*.npz") if out_dir.exists() else []:
+        if str(stale) not in wanted:
+            stale.unlink()
+    parts = []
+    for path in wanted:
+        feats = load_shard(path)
+        if feats is None:
+            raise RuntimeError(f"feature shard {path} is unreadable right after writing it")
+        parts.append(feats)
+    return ExtractResult(Features.concat(parts, enc.dim), len(by_shard), len(reused))

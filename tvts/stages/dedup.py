@@ -1,0 +1,139 @@
+"""`dedup` stage: validated pretraining videos x downstream manifests -> leak pairs.
+
+Writes data/dedup/leaks.parquet (flagged and reviewed pairs), data/dedup/videos.parquet (the
+validated videos minus the excluded ones: what `pretrain` reads), data/dedup/quarantine.parquet
+(clips whose frames could not be read), metrics/dedup.json and reports/leakage/index.html.
+Features persist in data/dedup/features/ between runs (sharded, resumable).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tvts.config import Params
+from tvts.dedup.decisions import apply_decisions, read_decisions
+from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract, file_stamp
+from tvts.dedup.pairs import frame_matches, video_pairs
+from tvts.dedup.report import ReportContext, write_report
+from tvts.dedup.scoring import score
+from tvts.dedup.search import build_index, measure_recall, search
+from tvts.errors import UserError
+from tvts.stages.common import progress_bar, record_params, write_metrics
+from tvts.tables import LEAKS, frame, read_table, write_table
+
+VIDEOS = Path("data/asr/valid.parquet")
+DOWNSTREAM = Path("data/downstream")
+TRUTH = Path("data/corpus/leak_truth.parquet")
+OUT_DIR = Path("data/dedup")
+REPORT = Path("reports/leakage")
+METRICS = Path("metrics/dedup.json")
+STAGE = "dedup"
+
+
+def _read_manifests(directory: Path, sets: list[str]) -> pl.DataFrame:
+    missing = [s for s in sets if not (directory / f"{s}.parquet").exists()]
+    if missing:
+        raise UserError(f"no manifest for downstream set(s) {', '.join(missing)} in {directory}:"
+                        " run the downstream stage first (dvc repro downstream)")
+    return pl.concat([read_table(directory / f"{s}.parquet", "downstream") for s in sets])
+
+
+def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNSTREAM,
+        truth_path: Path = TRUTH, out_dir: Path = OUT_DIR, report_dir: Path = REPORT,
+        metrics_path: Path = METRICS) -> str:
+    t0 = time.perf_counter()
+    cfg = params.dedup
+    videos = read_table(videos_path, "videos")
+    manifest = _read_manifests(downstream_dir, list(params.downstream.sets))
+    manifest = manifest.with_columns(
+        (pl.col("downstream_set") + "/" + pl.col("downstream_id")).alias("key"))
+    encoder = EncoderSpec(cfg.encoder, cfg.clip_model, cfg.device, cfg.clip_batch_size)
+    common: dict[str, Any] = dict(encoder=encoder, num_shards=cfg.num_shards,
+                                  workers=cfg.workers, decode_size=cfg.decode_size,
+                                  s3=params.corpus.s3, cache_dir=params.corpus.cache_dir)
+
+    items = [FeatureItem(k, u, d, file_stamp(u))
+             for k, u, d in manifest.select("key", "uri", "duration_s").iter_rows()]
+    with progress_bar(cfg.num_shards, "dedup: downstream features (shards)") as bar:
+        indexed = extract(items, out_dir / "features" / "downstream",
+                          Sampling(frames=cfg.frames_per_video,
+                                   crop_scales=tuple(cfg.crop_scales)),
+                          progress=bar.update, **common)
+    queries = [FeatureItem(v, u, d, file_stamp(u))
+               for v, u, d in videos.select("video_id", "uri", "duration_s").iter_rows()]
+    with progress_bar(cfg.num_shards, "dedup: pretraining features (shards)") as bar:
+        queried = extract(queries, out_dir / "features" / "pretrain",
+                          Sampling(fps=cfg.query_fps, max_frames=cfg.max_query_frames),
+                          progress=bar.update, **common)
+    t_features = time.perf_counter() - t0
+
+    index = build_index(indexed.features.vectors, cfg.exact_max_vectors, cfg.nprobe, params.seed)
+    q_rows, i_rows, sims = search(index, queried.features.vectors, cfg.neighbours, cfg.threshold)
+    recall = None
+    if not index.exact:
+        recall = measure_recall(index, indexed.features.vectors, queried.features.vectors,
+                                cfg.neighbours, cfg.threshold, cfg.recall_sample, params.seed)
+    matches = frame_matches(queried.features, indexed.features, q_rows, i_rows, sims)
+    pairs = video_pairs(matches, cfg.min_matching_frames)
+
+    ids = manifest.select("key", "downstream_set", "downstream_id",
+                          pl.col("uri").alias("downstream_uri"))
+    pairs = (pairs.rename({"query_key": "video_id", "index_key": "key"})
+             .join(ids.drop("downstream_uri"), on="key", how="left").drop("key"))
+    decisions_path = Path(cfg.decisions)
+    leaks = (apply_decisions(pairs, read_decisions(decisions_path), str(decisions_path))
+             .join(videos.select("video_id", "uri"), on="video_id", how="left")
+             .join(ids.drop("key"), on=["downstream_set", "downstream_id"], how="left"))
+    leaks = write_table(leaks.select(LEAKS.names()), out_dir / "leaks.parquet", "leaks")
+
+    excluded = set(leaks.filter(pl.col("decision") == "exclude")["video_id"])
+    kept = videos.filter(~pl.col("video_id").is_in(list(excluded)))
+    write_table(kept, out_dir / "videos.parquet", "videos")
+    failed = indexed.features.failed + queried.features.failed
+    uris = dict(zip(manifest["key"], manifest["uri"], strict=True))
+    uris.update(zip(videos["video_id"], videos["uri"], strict=True))
+    write_table(frame([{"video_id": k, "uri": uris.get(k), "stage": STAGE, "reason": r}
+                       for k, r in failed], "quarantine"), out_dir / "quarantine.parquet",
+                "quarantine")
+    record_params(params, out_dir)
+
+    ctx = ReportContext(encoder=(cfg.encoder if cfg.encoder == "dct"
+                                 else f"clip ({cfg.clip_model})"),
+                        threshold=cfg.threshold, min_matching_frames=cfg.min_matching_frames,
+                        index_kind=index.kind, decisions_path=str(decisions_path),
+                        videos_checked=videos.height, items_indexed=manifest.height,
+                        decode_size=cfg.decode_size, s3=params.corpus.s3,
+                        cache_dir=params.corpus.cache_dir)
+    report_leaks = leaks.join(manifest.select("downstream_set", "downstream_id", "caption"),
+                              on=["downstream_set", "downstream_id"], how="left")
+    write_report(report_leaks, report_dir, ctx)
+
+    metrics: dict[str, Any] = {
+        "encoder": cfg.encoder, "threshold": cfg.threshold, "index": index.kind,
+        "videos_checked": videos.height, "items_indexed": manifest.height,
+        "query_frames": len(queried.features.vectors),
+        "indexed_vectors": len(indexed.features.vectors),
+        "frame_pairs": len(sims), "pairs": leaks.height,
+        "excluded_videos": len(excluded), "videos_kept": kept.height,
+        "quarantined": len(failed),
+        "shards_reused": indexed.shards_reused + queried.shards_reused,
+        "features_s": round(t_features, 1), "total_s": round(time.perf_counter() - t0, 1),
+    }
+    if recall is not None:
+        metrics["index_recall"] = {"pairs": recall.pairs, "top1": recall.top1,
+                                   "sampled_queries": recall.queries}
+    if truth_path.exists():
+        truth = read_table(truth_path, "leak_truth").filter(
+            pl.col("video_id").is_in(list(videos["video_id"])))
+        metrics["planted"] = score(leaks, truth)
+    write_metrics(metrics_path, metrics)
+    planted = metrics.get("planted")
+    scored = (f"; planted leaks: precision {planted['pair_precision']}, recall "
+              f"{planted['pair_recall']}" if planted else "")
+    return (f"dedup ({cfg.encoder}): {leaks.height} pair(s), {len(excluded)} of {videos.height} "
+            f"videos excluded{scored}; report {report_dir / 'index.html'}")
+
