@@ -356,3 +356,20 @@ def test_report_shows_html_in_names_as_text(evil_report, tmp_path):
     assert "<marquee" not in html
     thumbs = list((evil_report.parent / "thumbs").glob("*.jpg"))
     assert len(thumbs) == 2 and all("<" not in t.name for t in thumbs)
+
+
+def test_stage_runs_with_a_clip_encoder_loaded_by_path(micro_run, tiny_clip):
+    root, decisions, _ = micro_run
+    params = resolve({"profile": "micro", "dedup": {
+        "encoder": "clip", "clip_model": str(tiny_clip), "device": "cpu",
+        "decisions": str(decisions)}})
+    summary = dedup_stage.run(params, root / "corpus" / "videos.parquet", root / "downstream",
+                              root / "corpus" / "leak_truth.parquet", root / "dedup-clip",
+                              root / "report-clip", root / "clip.json")
+    m = json.loads((root / "clip.json").read_text())
+    assert summary.startswith("dedup (clip)") and m["encoder"] == "clip"
+    assert m["indexed_vectors"] > 0 and m["quarantined"] == 0
+    # a random tiny CLIP is no judge of copies; what matters is that it ran, and said so
+    assert "clip (" in (root / "report-clip" / "index.html").read_text()
+    shards = list((root / "dedup-clip" / "features" / "downstream").glob("*.npz"))
+    assert shards and all(np.load(s)["vectors"].shape[1] == 16 for s in shards)
