@@ -97,16 +97,17 @@ class Features:
 
     @classmethod
     def concat(cls, parts: list[Features], dim: int) -> Features:
-        out = cls.empty(dim)
-        for p in parts:
-            offset = len(out.keys)
-            out.keys += p.keys
-            out.item = np.concatenate([out.item, p.item + offset]).astype(np.int32)
-            out.time_s = np.concatenate([out.time_s, p.time_s])
-            out.scale = np.concatenate([out.scale, p.scale])
-            out.vectors = np.concatenate([out.vectors, p.vectors])
-            out.failed += p.failed
-        return out
+        """One table of all `parts` (item numbers shifted); one concatenation per column."""
+        if not parts:
+            return cls.empty(dim)
+        offsets = np.cumsum([0] + [len(p.keys) for p in parts[:-1]])
+        return cls([k for p in parts for k in p.keys],
+                   np.concatenate([p.item + o for p, o in zip(parts, offsets, strict=True)])
+                   .astype(np.int32),
+                   np.concatenate([p.time_s for p in parts]),
+                   np.concatenate([p.scale for p in parts]),
+                   np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
+                   [f for p in parts for f in p.failed])
 
 
 @dataclass(frozen=True)
@@ -201,17 +202,18 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
     by_shard: dict[int, list[FeatureItem]] = {}
     for it in items:
         by_shard.setdefault(shard_of(it.key, num_shards), []).append(it)
-    jobs, reused = [], []
+    jobs: list[ShardJob] = []
+    loaded: dict[str, Features] = {}  # shards reused from an earlier run, read once
     for shard, shard_items in sorted(by_shard.items()):
         path = out_dir / f"shard-{shard:05d}-of-{num_shards:05d}.npz"
         fp = shard_fingerprint(shard_items, settings)
-        if load_shard(path, fp) is not None:
-            reused.append(str(path))
+        if (feats := load_shard(path, fp)) is not None:
+            loaded[str(path)] = feats
             continue
         jobs.append(ShardJob(str(path), fp, tuple(shard_items), sampling, encoder, decode_size,
                              decoder, s3 or S3Config(), cache_dir))
     tick = progress or (lambda n: None)
-    tick(len(reused))
+    tick(len(loaded))
     # CLIP in one process keeps one copy of the model (and the GPU) busy.
     n_workers = 1 if encoder.kind == "clip" else workers
     process_map(extract_shard, jobs, n_workers, progress=tick)
@@ -220,10 +222,10 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
     for stale in out_dir.glob("shard-*.npz") if out_dir.exists() else []:
         if str(stale) not in wanted:
             stale.unlink()
-    parts = []
-    for path in wanted:
-        feats = load_shard(path)
+    for job in jobs:
+        feats = load_shard(job.path)
         if feats is None:
-            raise RuntimeError(f"feature shard {path} is unreadable right after writing it")
-        parts.append(feats)
-    return ExtractResult(Features.concat(parts, enc.dim), len(by_shard), len(reused))
+            raise RuntimeError(f"feature shard {job.path} is unreadable right after writing it")
+        loaded[job.path] = feats
+    return ExtractResult(Features.concat([loaded[p] for p in wanted], enc.dim), len(by_shard),
+                         len(by_shard) - len(jobs))

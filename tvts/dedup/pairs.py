@@ -14,9 +14,9 @@ def frame_matches(queries: Features, indexed: Features, q_rows: np.ndarray,
     q_keys = np.asarray(queries.keys, dtype=object)
     i_keys = np.asarray(indexed.keys, dtype=object)
     return pl.DataFrame({
-        "query_key": q_keys[queries.item[q_rows]].tolist() if len(q_rows) else [],
+        "query_key": q_keys[queries.item[q_rows]].tolist(),
         "query_time_s": queries.time_s[q_rows].astype(np.float64),
-        "index_key": i_keys[indexed.item[i_rows]].tolist() if len(i_rows) else [],
+        "index_key": i_keys[indexed.item[i_rows]].tolist(),
         "match_time_s": indexed.time_s[i_rows].astype(np.float64),
         "crop_scale": indexed.scale[i_rows].astype(np.float64),
         "similarity": sims.astype(np.float64),

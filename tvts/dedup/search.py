@@ -48,6 +48,13 @@ def build_index(vectors: np.ndarray, exact_max: int, nprobe: int = 16, seed: int
     return Index(index, f"ivf{nlist},nprobe{index.nprobe}")
 
 
+def _above(sims: np.ndarray, rows: np.ndarray, threshold: float, start: int = 0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query row, index row, similarity) of the k-NN results at or above the threshold."""
+    qi, j = np.nonzero((sims >= threshold) & (rows >= 0))
+    return (qi + start).astype(np.int64), rows[qi, j].astype(np.int64), sims[qi, j]
+
+
 def search_chunks(index: Index, queries: np.ndarray, k: int, threshold: float,
                   chunk: int = QUERY_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(query row, index row, similarity) of the `k` nearest with similarity >= threshold."""
@@ -57,9 +64,7 @@ def search_chunks(index: Index, queries: np.ndarray, k: int, threshold: float,
     for start in range(0, len(queries), chunk):
         q = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
         sims, rows = index.index.search(q, k)
-        hit = (sims >= threshold) & (rows >= 0)
-        qi, j = np.nonzero(hit)
-        yield (qi + start).astype(np.int64), rows[qi, j].astype(np.int64), sims[qi, j]
+        yield _above(sims, rows, threshold, start)
 
 
 def search(index: Index, queries: np.ndarray, k: int, threshold: float,
@@ -88,13 +93,15 @@ def measure_recall(index: Index, vectors: np.ndarray, queries: np.ndarray, k: in
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(queries), size=min(sample, len(queries)), replace=False))
     q = queries[pick]
+    q = np.ascontiguousarray(q, np.float32)
     exact = build_index(vectors, exact_max=len(vectors))
     ka = min(k, len(vectors))
-    _, ex_rows = exact.index.search(np.ascontiguousarray(q, np.float32), ka)
-    _, ap_rows = index.index.search(np.ascontiguousarray(q, np.float32), ka)
-    eq, er, _ = search(exact, q, k, threshold)
-    aq, ar, _ = search(index, q, k, threshold)
-    want = set(zip(eq.tolist(), er.tolist(), strict=True))
-    got = set(zip(aq.tolist(), ar.tolist(), strict=True))
-    top1 = float(np.mean(ex_rows[:, 0] == ap_rows[:, 0])) if len(q) else 1.0
+    pairs, firsts = [], []
+    for idx in (exact, index):  # one k-NN search each gives both figures
+        sims, rows = idx.index.search(q, ka)
+        eq, er, _ = _above(sims, rows, threshold)
+        pairs.append(set(zip(eq.tolist(), er.tolist(), strict=True)))
+        firsts.append(rows[:, 0])
+    want, got = pairs
+    top1 = float(np.mean(firsts[0] == firsts[1])) if len(q) else 1.0
     return Recall(len(q), len(want), len(want & got), top1)
