@@ -129,6 +129,17 @@ def test_both_decoders_give_the_same_frames(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_a_known_source_size_spares_the_probe_and_gives_the_same_frames(tmp_path, backend):
+    path = make_video(tmp_path / "v.mp4", seconds=3.0, fps=10, size=(160, 120))
+    idx = np.array([3, 17, 29])
+    for short in (72, 36):  # decoded resized, and (decord, < 64 px) resized afterwards
+        probed = open_video(path, backend, short)
+        hinted = open_video(path, backend, short, source_size=(160, 120))
+        assert (hinted.width, hinted.height) == (probed.width, probed.height)
+        assert np.array_equal(hinted.get_frames(idx), probed.get_frames(idx))
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_every_frame_of_a_short_clip_up_to_the_last(tmp_path, backend):
     # PyAV once failed here with "End of file": a new decode() after the stream's end
     path = make_video(tmp_path / "short.mp4", seconds=1.25, fps=8, size=(64, 48))

@@ -107,6 +107,19 @@ def test_some_pauses_exist(micro_params, tmp_path):
     assert "pause" in kinds and "event" in kinds
 
 
+def test_neighbouring_events_are_about_different_objects(micro_demo, micro_params):
+    """The narrator moves on: within any run of (objects - 1) events no object comes twice."""
+    n = micro_params.corpus.demo.objects_per_video
+    runs = 0
+    for side in _sidecars(micro_demo):
+        said = [s["object"] for s in side["segments"] if s["kind"] == "event"]
+        for i in range(len(said) - n + 2):
+            window = said[i:i + n - 1]
+            assert len(set(window)) == len(window), (side["file"], said)
+            runs += 1
+    assert runs >= 10
+
+
 def _colour_mask(frame: np.ndarray, colour: str) -> np.ndarray:
     ref = np.asarray(COLOURS[colour], np.int32)
     return np.abs(frame.astype(np.int32) - ref).sum(axis=2) < 90

@@ -142,6 +142,8 @@ def test_full_pretrain_then_post_pretrain(corpus):
         p.name for p in out.iterdir()}
     metrics = json.loads((corpus / "run.json").read_text())
     assert metrics["chance_sort_acc"] == 0.25 and "val_sort_acc" in metrics
+    assert 0.0 <= metrics["val_sort_acc_other_video"] <= 1.0
+    assert "with another clip's video" in summary
     from tvts.models.video_vit import VideoViT
 
     enc = VideoViT.from_pretrained(out / "encoder")  # no training code needed
@@ -187,3 +189,28 @@ def test_best_checkpoint_follows_the_monitored_direction(tmp_path):
         down.save({**state, "step": i}, f"e{i}.pt", v)
     assert down.best == 0.2 and down.history == ["e1.pt", "e2.pt"]
     assert not (tmp_path / "down" / "e0.pt").exists()
+
+
+class _OrderFromFrames:
+    """A stand-in model whose sorter reads each transcript's position off the frames."""
+
+    sorter = type("S", (), {"modeling": "kway"})()
+
+    def sort_logits(self, video, input_ids, attention_mask):
+        return torch.nn.functional.one_hot(video, video.shape[1]).float()
+
+
+def test_sort_accuracy_with_another_clips_video():
+    from tvts.train.tasks import other_video_hits, other_video_rows
+
+    assert other_video_rows(["a", "b", "b", "c"]).tolist() == [True, True, False, True]
+    assert not other_video_rows(["a"]).any()  # a clip rolled onto itself
+    orders = torch.tensor([[0, 1, 2], [0, 1, 2], [2, 1, 0], [1, 0, 2]])
+    batch = {"video": orders, "order": orders, "video_ids": ["a", "b", "b", "c"],
+             "input_ids": None, "attention_mask": None}
+    hits = other_video_hits(_OrderFromFrames(), batch)
+    # rows a (gets c's frames), b (gets a's), c (gets b's second clip); b's second clip is
+    # left out: rolled, it sees its own video
+    assert hits.tolist() == [[False, False, True], [True, True, True], [False, False, False]]
+    same = {**batch, "video_ids": ["a"] * 4}
+    assert other_video_hits(_OrderFromFrames(), same).shape == (0, 3)

@@ -28,8 +28,9 @@ def crop_clip(frames: np.ndarray, size: int, train: bool,
               rng: np.random.Generator | None = None) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> uint8 (3, T, size, size)."""
     top, left = crop_box(frames.shape[1], frames.shape[2], size, train, rng)
-    x = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + size, left:left + size]))
-    return x.permute(3, 0, 1, 2).contiguous()
+    # numpy's strided copy is ~30x faster than torch's permute().contiguous() on uint8
+    crop = frames[:, top:top + size, left:left + size].transpose(3, 0, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(crop))
 
 
 def normalize(video: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,7 @@ class VideoEntry:
     duration_s: float
     times: np.ndarray  # word start times, sorted
     words: list[str]
+    size: tuple[int, int] | None = None  # (width, height) from the videos table
 
 
 def load_entries(videos: pl.DataFrame, words: pl.DataFrame) -> list[VideoEntry]:
@@ -76,8 +77,9 @@ def load_entries(videos: pl.DataFrame, words: pl.DataFrame) -> list[VideoEntry]:
         g = grouped.get(v["video_id"])
         if g is None:
             continue
+        size = (v["width"], v["height"]) if v.get("width") and v.get("height") else None
         entries.append(VideoEntry(v["video_id"], v["uri"], v["duration_s"],
-                                  g["start_s"].to_numpy(), g["word"].to_list()))
+                                  g["start_s"].to_numpy(), g["word"].to_list(), size))
     return entries
 
 
@@ -101,7 +103,7 @@ def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
     windows = draw_windows(rng, entry.duration_s, entry.times, entry.words,
                            spec.num_transcripts, spec.window_s, spec.gap_s, spec.max_tries)
     texts, order = shuffle(rng, windows.transcripts)
-    reader = open_video(path or entry.uri, spec.decoder, spec.resize_short)
+    reader = open_video(path or entry.uri, spec.decoder, spec.resize_short, entry.size)
     t0, t1 = windows.span
     index_sets = [tsn_indices(reader.frame_times, t0, t1, spec.num_frames, spec.train, rng)
                   for _ in range(spec.samples_per_decode)]

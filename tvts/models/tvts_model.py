@@ -49,6 +49,12 @@ class TVTSModel(nn.Module):
         feats = self.text(input_ids.reshape(b * k, n), attention_mask.reshape(b * k, n))
         return feats.reshape(b, k, -1)
 
+    def sort_logits(self, video: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+        """The sorter's logits for these clips and transcripts, nothing masked."""
+        _, tokens = self.video(video)
+        return self.sorter(tokens, self.encode_text(input_ids, attention_mask))
+
     def forward(self, video: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, order: torch.Tensor | None = None,
                 keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -120,9 +120,11 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
                   "val_videos": len(val_entries), "skipped_videos": len(reported)}
         write_metrics(metrics_path, final)
         first = result.val_history[0] if result.val_history else {}
+        last = result.last_metrics
         return (f"pretrain: {result.steps} steps, {result.epochs_done} epochs; held-out sort "
                 f"accuracy {first.get('val/sort_acc', float('nan')):.3f} -> "
-                f"{result.last_metrics.get('val/sort_acc', float('nan')):.3f} (chance "
-                f"{1 / k:.3f}); {time.perf_counter() - t0:.0f} s")
+                f"{last.get('val/sort_acc', float('nan')):.3f} (chance {1 / k:.3f}; with "
+                f"another clip's video {last.get('val/sort_acc_other_video', float('nan')):.3f}"
+                f"); {time.perf_counter() - t0:.0f} s")
     finally:
         cleanup()

@@ -38,12 +38,16 @@ class VideoReader(Protocol):
 
 
 class DecordReader:
-    def __init__(self, path: str, short_side: int | None):
+    def __init__(self, path: str, short_side: int | None,
+                 source_size: tuple[int, int] | None = None):
         import decord
 
         try:
-            self._vr = decord.VideoReader(path, num_threads=1)
-            h, w = self._vr[0].shape[:2] if len(self._vr) else (0, 0)
+            if source_size is None:  # decord has no size query: open and decode a frame
+                self._vr = decord.VideoReader(path, num_threads=1)
+                h, w = self._vr[0].shape[:2] if len(self._vr) else (0, 0)
+            else:
+                self._vr, (w, h) = None, source_size
             self.width, self.height = resize_shape(w, h, short_side)
             # decord resizes on decode, but fails for outputs narrower than 64 px: those
             # are decoded at full size and resized afterwards.
@@ -51,6 +55,8 @@ class DecordReader:
             if (self.width, self.height) != (w, h) and not self._resize_after:
                 self._vr = decord.VideoReader(path, width=self.width, height=self.height,
                                               num_threads=1)
+            elif self._vr is None:
+                self._vr = decord.VideoReader(path, num_threads=1)
             n = len(self._vr)
             self.frame_times = (self._vr.get_frame_timestamp(np.arange(n))[:, 0]
                                 if n else np.zeros(0))
@@ -77,7 +83,9 @@ class DecordReader:
 
 
 class PyAVReader:
-    def __init__(self, path: str, short_side: int | None):
+    def __init__(self, path: str, short_side: int | None,
+                 source_size: tuple[int, int] | None = None):
+        # PyAV reads the size from the stream header while indexing: no hint needed
         import av
 
         self.path = path
@@ -152,8 +160,10 @@ def available_backend(name: str) -> str:
     return name
 
 
-def open_video(path: str | Path, backend: str = "decord",
-               short_side: int | None = None) -> VideoReader:
+def open_video(path: str | Path, backend: str = "decord", short_side: int | None = None,
+               source_size: tuple[int, int] | None = None) -> VideoReader:
+    """A reader whose frames come with their shorter side `short_side`. `source_size`
+    (width, height), when the caller knows it (the videos table), spares a probe."""
     backend = available_backend(backend)
     if backend not in BACKENDS:
         raise ValueError(f"unknown decoder {backend!r}; known: {', '.join(BACKENDS)}")
@@ -162,4 +172,4 @@ def open_video(path: str | Path, backend: str = "decord",
         raise DecodeError(f"{path}: no such file")
     if Path(path).stat().st_size == 0:
         raise DecodeError(f"{path}: empty file")
-    return BACKENDS[backend](path, short_side)
+    return BACKENDS[backend](path, short_side, source_size)

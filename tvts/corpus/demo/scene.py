@@ -209,6 +209,7 @@ def plan_narrated(
     segments: list[Segment] = []
     t = lead_s
     leak_at = None
+    recent: list[int] = []  # objects of the events so far
     if leak_slot_s is not None:
         latest = max(lead_s, duration_s - leak_slot_s - 0.5)
         leak_at = float(rng.uniform(lead_s, latest))
@@ -230,6 +231,11 @@ def plan_narrated(
             continue
         options = [(i, a) for i, th in enumerate(things) for a in ACTIONS
                    if valid(a, th, states[i])]
+        # A narrator moves on to another object: the ones talked about least recently come
+        # first, so neighbouring transcripts name (and the cuts show) different objects.
+        latest = set(recent[-(len(things) - 1):]) if len(things) > 1 else set()
+        fresh = [(i, a) for i, a in options if i not in latest]
+        options = fresh or options
         # Appearing and disappearing are rarer, so scenes stay mostly populated.
         weights = np.array([0.35 if a in ("appear", "disappear") else 1.0 for _, a in options])
         i, action = options[int(rng.choice(len(options), p=weights / weights.sum()))]
@@ -244,6 +250,7 @@ def plan_narrated(
         after = apply(action, things[i], states[i])
         segments.append(Segment("event", t, t + length, i, action, states[i], after,
                                 t + delay, utt))
+        recent.append(i)
         states[i] = after
         t += length + float(rng.uniform(0.0, 0.4))
     return segments
