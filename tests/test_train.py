@@ -194,13 +194,13 @@ def test_best_checkpoint_follows_the_monitored_direction(tmp_path):
     assert not (tmp_path / "down" / "e0.pt").exists()
 
 
-class _OrderFromFrames:
-    """A stand-in model whose sorter reads each transcript's position off the frames."""
+class _OrderFromTokens:
+    """A stand-in sorter that reads each transcript's position off the video tokens."""
 
-    sorter = type("S", (), {"modeling": "kway"})()
+    modeling = "kway"
 
-    def sort_logits(self, video, input_ids, attention_mask):
-        return torch.nn.functional.one_hot(video, video.shape[1]).float()
+    def __call__(self, video_tokens, transcripts):
+        return torch.nn.functional.one_hot(video_tokens, video_tokens.shape[1]).float()
 
 
 def test_sort_accuracy_with_another_clips_video():
@@ -209,14 +209,14 @@ def test_sort_accuracy_with_another_clips_video():
     assert other_video_rows(["a", "b", "b", "c"]).tolist() == [True, True, False, True]
     assert not other_video_rows(["a"]).any()  # a clip rolled onto itself
     orders = torch.tensor([[0, 1, 2], [0, 1, 2], [2, 1, 0], [1, 0, 2]])
-    batch = {"video": orders, "order": orders, "video_ids": ["a", "b", "b", "c"],
-             "input_ids": None, "attention_mask": None}
-    hits = other_video_hits(_OrderFromFrames(), batch)
-    # rows a (gets c's frames), b (gets a's), c (gets b's second clip); b's second clip is
+    out = {"video_tokens": orders, "transcripts": torch.zeros(4, 3, 1)}
+    batch = {"order": orders, "video_ids": ["a", "b", "b", "c"]}
+    hits = other_video_hits(_OrderFromTokens(), out, batch)
+    # rows a (gets c's tokens), b (gets a's), c (gets b's second clip); b's second clip is
     # left out: rolled, it sees its own video
     assert hits.tolist() == [[False, False, True], [True, True, True], [False, False, False]]
     same = {**batch, "video_ids": ["a"] * 4}
-    assert other_video_hits(_OrderFromFrames(), same).shape == (0, 3)
+    assert other_video_hits(_OrderFromTokens(), out, same).shape == (0, 3)
 
 
 def test_other_video_hits_on_the_real_model():
@@ -233,8 +233,12 @@ def test_other_video_hits_on_the_real_model():
              "order": torch.stack([torch.randperm(k) for _ in range(b)]),
              "video_ids": ["a", "b", "b"]}
     with torch.no_grad():
-        hits = other_video_hits(model, batch)
-        direct = model.sort_logits(batch["video"].roll(1, 0), batch["input_ids"],
-                                   batch["attention_mask"]).argmax(-1)
+        out = model(batch["video"], batch["input_ids"], batch["attention_mask"], batch["order"])
+        hits = other_video_hits(model.sorter, out, batch)
+        # the reused outputs stand for encoding the rolled clips afresh
+        _, rolled_tokens = model.video(batch["video"].roll(1, 0))
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        direct = model.sorter(rolled_tokens, text)
+    assert torch.allclose(out["video_tokens"].roll(1, 0), rolled_tokens, atol=1e-5)
     assert hits.shape == (2, k) and hits.dtype == torch.bool
-    assert torch.equal(hits, (direct == batch["order"])[[0, 1]])
+    assert torch.equal(hits, (direct.argmax(-1) == batch["order"])[[0, 1]])

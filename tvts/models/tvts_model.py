@@ -49,16 +49,11 @@ class TVTSModel(nn.Module):
         feats = self.text(input_ids.reshape(b * k, n), attention_mask.reshape(b * k, n))
         return feats.reshape(b, k, -1)
 
-    def sort_logits(self, video: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor) -> torch.Tensor:
-        """The sorter's logits for these clips and transcripts, nothing masked."""
-        _, tokens = self.video(video)
-        return self.sorter(tokens, self.encode_text(input_ids, attention_mask))
-
     def forward(self, video: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, order: torch.Tensor | None = None,
                 keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Loss parts, sort accuracy and the (detached) common-space vectors.
+        """Loss parts, sort accuracy, the (detached) common-space vectors and, when sorting,
+        the sorter's (detached) inputs: `video_tokens` and `transcripts`.
 
         `order` (B, K) is each transcript's true position; without it only the contrastive
         loss is computed (post-pretraining on captioned images and clips).
@@ -75,6 +70,7 @@ class TVTSModel(nn.Module):
             return out
         sort_in = text.detach() if obj.stop_gradient else text
         logits = self.sorter(tokens, sort_in)
+        out["video_tokens"], out["transcripts"] = tokens.detach(), sort_in.detach()
         out["loss_sort"] = sort_loss(logits, order, self.sorter.modeling)
         out["loss"] = out["loss_contrastive"] + obj.sort_lambda * out["loss_sort"]
         with torch.no_grad():

@@ -36,15 +36,17 @@ def other_video_rows(video_ids: list[str]) -> torch.Tensor:
                                                 strict=True)], dtype=torch.bool)
 
 
-def other_video_hits(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """Per transcript, whether the sorter still places it right when its clip's frames are
-    another video's: what the transcripts alone give away. (R, K) for the rows that differ."""
+def other_video_hits(sorter: nn.Module, out: dict[str, torch.Tensor], batch: dict[str, Any]
+                     ) -> torch.Tensor:
+    """Per transcript, whether the sorter still places it right when its clip's video tokens
+    are another clip's: what the transcripts alone give away. (R, K) for the rows whose rolled
+    clip is another video. Reuses the forward pass's sorter inputs (`out`): the encoders
+    treat clips independently, so rolling their outputs is rolling the clips."""
     rows = other_video_rows(list(batch["video_ids"]))
     if not rows.any():
         return torch.zeros(0, batch["order"].shape[1], dtype=torch.bool)
-    logits = model.sort_logits(batch["video"].roll(1, 0), batch["input_ids"],
-                               batch["attention_mask"])
-    pred = predicted_order(logits, model.sorter.modeling, batch["order"].shape[1])
+    logits = sorter(out["video_tokens"].roll(1, 0), out["transcripts"])
+    pred = predicted_order(logits, sorter.modeling, batch["order"].shape[1])
     return (pred == batch["order"])[rows.to(pred.device)].cpu()
 
 
@@ -77,7 +79,7 @@ class PretrainTask:
             videos.append(out["video_vec"])
             texts.append(out["text_vec"])
             if self.sorting:
-                other.append(other_video_hits(m, batch))
+                other.append(other_video_hits(m.sorter, out, batch))
             n += b
         result = {f"val/{k}": v / n for k, v in sums.items()} | _retrieval(videos, texts)
         hits = torch.cat(other) if other else torch.zeros(0)

@@ -43,20 +43,22 @@ class DecordReader:
         import decord
 
         try:
+            full = None  # a reader at the source size, when one was opened
             if source_size is None:  # decord has no size query: open and decode a frame
-                self._vr = decord.VideoReader(path, num_threads=1)
-                h, w = self._vr[0].shape[:2] if len(self._vr) else (0, 0)
+                full = decord.VideoReader(path, num_threads=1)
+                h, w = full[0].shape[:2] if len(full) else (0, 0)
             else:
-                self._vr, (w, h) = None, source_size
+                w, h = source_size
             self.width, self.height = resize_shape(w, h, short_side)
             # decord resizes on decode, but fails for outputs narrower than 64 px: those
             # are decoded at full size and resized afterwards.
-            self._resize_after = (self.width, self.height) != (w, h) and self.width < 64
-            if (self.width, self.height) != (w, h) and not self._resize_after:
+            resized = (self.width, self.height) != (w, h)
+            self._resize_after = resized and self.width < 64
+            if resized and not self._resize_after:
                 self._vr = decord.VideoReader(path, width=self.width, height=self.height,
                                               num_threads=1)
-            elif self._vr is None:
-                self._vr = decord.VideoReader(path, num_threads=1)
+            else:
+                self._vr = full if full is not None else decord.VideoReader(path, num_threads=1)
             n = len(self._vr)
             self.frame_times = (self._vr.get_frame_timestamp(np.arange(n))[:, 0]
                                 if n else np.zeros(0))
