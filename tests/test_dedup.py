@@ -19,12 +19,13 @@ from tvts.corpus.demo.media import write_video
 from tvts.corpus.demo.scene import background
 from tvts.dedup.decisions import TEMPLATE, apply_decisions, read_decisions
 from tvts.dedup.encoders import ClipEncoder, DCTEncoder
-from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract, file_stamp
+from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract
 from tvts.dedup.search import build_index, measure_recall, search
 from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.stages import dedup as dedup_stage
 from tvts.stages import downstream as downstream_stage
+from tvts.storage import file_stamp
 from tvts.tables import frame, read_table, write_table
 
 
@@ -231,7 +232,7 @@ def test_planted_leaks_found_and_nothing_else(micro_run):
     assert set(kept["video_id"]) == set(videos["video_id"]) - set(truth["video_id"])
     assert m["index"] == "flat" and m["encoder"] == "dct"
     manifest = read_table(root / "downstream" / "ssv2.parquet", "downstream")
-    assert set(manifest["split"]) == {"train", "validation"}
+    assert set(manifest["split"]) == {"train", "val"}
 
 
 def test_decisions_file_is_honoured_on_the_next_run(micro_run):

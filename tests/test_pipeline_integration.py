@@ -74,6 +74,20 @@ def test_dvc_repro_runs_the_pipeline(repo):
     assert (repo / "models/pretrain/encoder/model.safetensors").exists()
     assert json.loads((repo / "metrics/post_pretrain.json").read_text())["steps"] > 0
     assert (repo / "dvclive/pretrain/plots/metrics/train/loss.tsv").exists()
+    # evaluate: every protocol of every set, for every encoder, and transcript sorting
+    ev = json.loads((repo / "metrics/eval.json").read_text())
+    encoders = {"pretrain", "post_pretrain", "random"}
+    for set_name, protocol, key in [("ssv2", "linear", "top1"), ("ssv2", "attentive", "top1"),
+                                    ("ssv2", "v2v", "R@1"), ("msrvtt", "t2v", "MedR")]:
+        assert set(ev[set_name][protocol]) == encoders, (set_name, protocol)
+        assert all(key in m for m in ev[set_name][protocol].values())
+    sort = ev["transcripts"]["sort"]
+    assert set(sort) == encoders
+    assert {"acc_video", "acc_text_only", "seq_acc_video", "chance_seq_acc_permutation"} \
+        <= set(sort["pretrain"])
+    confusion = json.loads((repo / "reports/eval/confusion/ssv2-pretrain.json").read_text())
+    assert len(confusion) == ev["ssv2"]["linear"]["pretrain"]["test_clips"]
+    assert (repo / "reports/eval/summary.md").read_text().startswith("| set |")
     # cached: a second repro has nothing to do
     assert "didn't change" in _sh([sys.executable, "-m", "dvc", "status"], repo) or \
         "up to date" in _sh([sys.executable, "-m", "dvc", "status"], repo)

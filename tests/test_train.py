@@ -204,7 +204,7 @@ class _OrderFromTokens:
 
 
 def test_sort_accuracy_with_another_clips_video():
-    from tvts.train.tasks import other_video_hits, other_video_rows
+    from tvts.eval.sorting import other_video_hits, other_video_rows
 
     assert other_video_rows(["a", "b", "b", "c"]).tolist() == [True, True, False, True]
     assert not other_video_rows(["a"]).any()  # a clip rolled onto itself
@@ -220,8 +220,8 @@ def test_sort_accuracy_with_another_clips_video():
 
 
 def test_other_video_hits_on_the_real_model():
+    from tvts.eval.sorting import other_video_hits
     from tvts.models.factory import build_tvts
-    from tvts.train.tasks import other_video_hits
 
     params = resolve({"profile": "micro"})
     model = build_tvts(params).eval()

@@ -11,7 +11,8 @@ import yaml
 from tvts.config import ParamsError, load_params
 from tvts.errors import UserError
 
-STAGES = ("corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_pretrain")
+STAGES = ("corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_pretrain",
+          "evaluate")
 
 
 def _params_cmd(args: argparse.Namespace) -> int:

@@ -156,10 +156,23 @@ class ValidateConfig(_Section):
     min_speech_coverage: Fraction = 0.1
 
 
+DOWNSTREAM_FORMATS = ("ssv2", "k400", "ucf101", "hmdb51", "msrvtt", "didemo", "msvd", "lsmdc")
+
+
+class DownstreamSource(_Section):
+    """A set in its official release layout: annotation files under `root`, clips under
+    `videos` (default: where the release's usual download tools put them, under `root`)."""
+
+    format: Literal["ssv2", "k400", "ucf101", "hmdb51", "msrvtt", "didemo", "msvd", "lsmdc"]
+    root: str
+    videos: str | None = None
+    split: Literal[1, 2, 3] = 1  # UCF-101 / HMDB-51 official split
+
+
 class DownstreamConfig(_Section):
-    # set name -> `demo` (the generator's set of that name) or a local directory of clips
-    # (label = the sub-folder a clip is in).
-    sets: dict[str, str] = {"ssv2": "demo", "msrvtt": "demo"}
+    # set name -> `demo` (the generator's set of that name), a local directory of clips
+    # (label = the sub-folder a clip is in), or {format, root[, videos, split]}.
+    sets: dict[str, str | DownstreamSource] = {"ssv2": "demo", "msrvtt": "demo"}
     workers: PositiveInt = 2
 
 
@@ -328,8 +341,62 @@ class PostPretrainConfig(_TrainingConfig):
     monitor_mode: Literal["max", "min"] = "max"
 
 
+EVAL_PROTOCOLS = ("linear", "attentive", "v2v", "t2v")
+EVAL_ENCODERS = ("pretrain", "post_pretrain", "random")
+
+
+class LinearProbeConfig(_Section):
+    # the paper's linear probe: SGD with momentum, lr 0.1, batch 384, 100 epochs
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 384
+    lr: Annotated[float, Field(gt=0.0)] = 0.1
+    momentum: Fraction = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    # the pooled feature: the encoder's [CLS] output, or the mean of its patch tokens
+    pooling: Literal["cls", "mean"] = "cls"
+
+
+class AttentiveProbeConfig(_Section):
+    # V-JEPA's frozen evaluation: one cross-attention layer with a learned query, then linear
+    epochs: PositiveInt = 50
+    batch_size: PositiveInt = 64
+    lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.05
+    heads: PositiveInt = 4
+
+
+class SortEvalConfig(_Section):
+    # transcript sorting (the paper's table 13) on the corpus' held-out videos
+    enabled: bool = True
+    clips_per_video: PositiveInt = 8
+
+
 class EvaluateConfig(_Section):
-    recall_at: list[PositiveInt] = [1, 5, 10]
+    recall_at: list[PositiveInt] = [1, 5, 10, 50]
+    # exported encoders to evaluate; `random`: the same architecture with seeded random
+    # weights (the model before its first step), so the floor is in every run
+    encoders: list[Literal["pretrain", "post_pretrain", "random"]] = [
+        "pretrain", "post_pretrain", "random"]
+    # set (a name in downstream.sets) -> protocols: linear, attentive, v2v, t2v. null: every
+    # set of downstream.sets with the protocols its kind takes (classification sets: linear,
+    # attentive, v2v; captioned sets: t2v)
+    tasks: dict[str, list[Literal["linear", "attentive", "v2v", "t2v"]]] | None = None
+    # test views per clip (temporal x spatial), averaged: 2 x 3 (VideoMAE's SSV2 protocol);
+    # sets of the k400 format use 5 x 3; per-set overrides in `views`
+    test_views: tuple[PositiveInt, PositiveInt] = (2, 3)
+    views: dict[str, tuple[PositiveInt, PositiveInt]] = {}
+    # patch tokens kept for the attentive probe: each slice's grid average-pooled to at most
+    # this many patches a side (bounds the feature cache at paper scale)
+    token_grid: PositiveInt = 4
+    batch_size: PositiveInt = 16  # clips per forward pass during extraction
+    # captions are longer than transcript windows (DiDeMo's are paragraphs)
+    max_caption_tokens: PositiveInt = 64
+    loader_workers: Annotated[int, Field(ge=0)] = 2
+    device: str = "auto"
+    num_shards: PositiveInt = 8
+    linear: LinearProbeConfig = LinearProbeConfig()
+    attentive: AttentiveProbeConfig = AttentiveProbeConfig()
+    sort: SortEvalConfig = SortEvalConfig()
 
 
 class Params(_Section):
@@ -347,6 +414,26 @@ class Params(_Section):
     pretrain: PretrainConfig = PretrainConfig()
     post_pretrain: PostPretrainConfig = PostPretrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _tasks_name_sets(self) -> Params:
+        unknown = [s for s in self.evaluate.tasks or {} if s not in self.downstream.sets]
+        if unknown:
+            raise ValueError(f"evaluate.tasks names set(s) {unknown} that downstream.sets does "
+                             f"not define ({sorted(self.downstream.sets)})")
+        return self
+
+    def eval_tasks(self) -> dict[str, list[str]]:
+        """evaluate.tasks, or each downstream set with the protocols its kind takes."""
+        if self.evaluate.tasks is not None:
+            return {k: list(v) for k, v in self.evaluate.tasks.items()}
+        out = {}
+        for name, source in self.downstream.sets.items():
+            kind = source.format if isinstance(source, DownstreamSource) else (
+                name if source == "demo" else "directory")
+            captioned = kind in ("msrvtt", "didemo", "msvd", "lsmdc")
+            out[name] = ["t2v"] if captioned else ["linear", "attentive", "v2v"]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the params.yaml spelling of every key."""

@@ -140,3 +140,14 @@ def local_file(uri: str, s3: S3Config, cache_dir: str | Path) -> Path:
     obj = S3Object(bucket, key, int(head["ContentLength"]), head["ETag"].strip('"'),
                    head.get("StorageClass", "STANDARD"))
     return S3Cache(cache_dir, client).fetch(obj)
+
+
+def file_stamp(uri: str) -> str:
+    """`size-mtime_ns` of a local file; "" for s3:// (its id is expected to name the content)."""
+    if is_s3(uri):
+        return ""
+    try:
+        st = Path(uri).stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}-{st.st_mtime_ns}"

@@ -48,7 +48,8 @@ DOWNSTREAM = pl.Schema(
         "uri": pl.Utf8,
         "split": pl.Utf8,
         "label": pl.Utf8,
-        "caption": pl.Utf8,
+        # every caption of the item (each one a text query; one paragraph for DiDeMo)
+        "captions": pl.List(pl.Utf8),
         "duration_s": pl.Float64,
     }
 )

@@ -7,6 +7,7 @@ sample's `skipped` list with its reason and another video is drawn: never an all
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,3 +189,15 @@ class TVTSCollate:
             "video_ids": [s["video_id"] for s in samples],
             "skipped": [x for it in items for x in it["skipped"]],
         }
+
+
+def split_entries(entries: list[VideoEntry], videos: pl.DataFrame
+                  ) -> tuple[list[VideoEntry], list[VideoEntry]]:
+    """The corpus' held-out split; a corpus too small to have one lends a tenth of its videos."""
+    val_ids = set(videos.filter(pl.col("split") == "val")["video_id"])
+    train = [e for e in entries if e.video_id not in val_ids]
+    val = [e for e in entries if e.video_id in val_ids]
+    if not val and len(train) > 1:
+        k = max(1, math.ceil(len(train) / 10))
+        val, train = train[-k:], train[:-k]
+    return train, val

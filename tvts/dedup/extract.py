@@ -23,7 +23,7 @@ from tvts.config import S3Config
 from tvts.dedup.encoders import FrameEncoder, build_encoder
 from tvts.dedup.frames import centre_crop, clip_times, query_times, read_frames_at
 from tvts.parallel import process_map
-from tvts.storage import atomic_path, is_s3, local_file
+from tvts.storage import atomic_path, local_file
 from tvts.video.decoders import DecodeError
 
 
@@ -35,17 +35,6 @@ class FeatureItem:
     # changes when the file does (size and mtime of a local file): a clip rewritten under the
     # same name must not reuse its old features
     stamp: str = ""
-
-
-def file_stamp(uri: str) -> str:
-    """`size-mtime_ns` of a local file; "" for s3:// (its id is expected to name the content)."""
-    if is_s3(uri):
-        return ""
-    try:
-        st = Path(uri).stat()
-    except OSError:
-        return "missing"
-    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 @dataclass(frozen=True)

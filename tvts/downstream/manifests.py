@@ -1,58 +1,20 @@
 """Reading a downstream set into manifest rows.
 
-A set is `demo` (the generator's set of that name, in the real set's layout) or a local
-directory of clips, labelled by the sub-folder they are in. Readers for the official
-benchmark layouts plug in here (`READERS`).
+A set is `demo` (the generator's set of that name, written in the real release's layout and
+read by the same adapter), a local directory of clips labelled by the sub-folder they are in,
+or an official release `{format, root[, videos, split]}` read by `formats.ADAPTERS`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from tvts.config import DownstreamSource
+from tvts.downstream.formats import ADAPTERS, VIDEO_SUFFIXES, Row, row
 from tvts.errors import UserError
 
 DEMO_ROOT = Path("data/corpus/demo/downstream")
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg"}
-
-Row = dict[str, Any]
-
-
-def _row(name: str, item_id: str, path: Path, split: str | None = None,
-         label: str | None = None, caption: str | None = None) -> Row:
-    return {"downstream_set": name, "downstream_id": item_id, "uri": str(path), "split": split,
-            "label": label, "caption": caption}
-
-
-def read_ssv2(name: str, root: Path) -> list[Row]:
-    """Something-Something v2: train.json / validation.json, videos/<id>.webm."""
-    rows = []
-    for split in ("train", "validation"):
-        listing = root / f"{split}.json"
-        if not listing.exists():
-            continue
-        for item in json.loads(listing.read_text()):
-            label = item["template"].replace("[", "").replace("]", "")
-            rows.append(_row(name, str(item["id"]), root / "videos" / f"{item['id']}.webm",
-                             split, label, item.get("label")))
-    return rows
-
-
-def read_msrvtt(name: str, root: Path) -> list[Row]:
-    """MSR-VTT: MSR_VTT.json (videos with split, sentences), videos/all/<video_id>.mp4."""
-    meta = json.loads((root / "MSR_VTT.json").read_text())
-    captions: dict[str, str] = {}
-    for s in meta["sentences"]:
-        captions.setdefault(s["video_id"], s["caption"])
-    return [_row(name, v["video_id"], root / "videos" / "all" / f"{v['video_id']}.mp4",
-                 v.get("split"), None, captions.get(v["video_id"]))
-            for v in meta["videos"]]
-
-
-READERS: dict[str, Callable[[str, Path], list[Row]]] = {"ssv2": read_ssv2,
-                                                       "msrvtt": read_msrvtt}
+DEMO_SETS = ("ssv2", "msrvtt")  # what the generator writes, each in its release's format
 
 
 def read_directory(name: str, root: Path) -> list[Row]:
@@ -62,28 +24,37 @@ def read_directory(name: str, root: Path) -> list[Row]:
                        and p.is_file()):
         rel = path.relative_to(root)
         label = rel.parts[0] if len(rel.parts) > 1 else None
-        rows.append(_row(name, rel.with_suffix("").as_posix(), path, None, label))
+        rows.append(row(name, rel.with_suffix("").as_posix(), path, None, label))
     return rows
 
 
-def read_set(name: str, source: str, demo_root: Path = DEMO_ROOT) -> list[Row]:
+def read_set(name: str, source: str | DownstreamSource, demo_root: Path = DEMO_ROOT
+             ) -> list[Row]:
+    key = f"downstream.sets.{name}"
+    if isinstance(source, DownstreamSource):
+        root = Path(source.root)
+        if not root.is_dir():
+            raise UserError(f"{key}.root = {source.root!r}: not a directory (the folder that "
+                            f"holds the {source.format} annotation files)")
+        if source.videos and not Path(source.videos).is_dir():
+            raise UserError(f"{key}.videos = {source.videos!r}: not a directory")
+        return ADAPTERS[source.format](name, root, source.videos, source.split)
     if source == "demo":
-        reader = READERS.get(name)
-        if reader is None:
-            raise UserError(f"downstream.sets.{name} = demo, but the demo generator has no set "
-                            f"{name!r}; demo sets: {', '.join(READERS)}. Point it at a "
-                            "directory of clips instead.")
+        if name not in DEMO_SETS:
+            raise UserError(f"{key} = demo, but the demo generator has no set {name!r}; demo "
+                            f"sets: {', '.join(DEMO_SETS)}. Point it at a directory of clips "
+                            "or a release {format, root}.")
         root = demo_root / name
         if not root.is_dir():
-            raise UserError(f"downstream.sets.{name} = demo, but {root} does not exist: run the "
-                            "corpus stage with corpus.source = demo first (dvc repro corpus)")
-        return reader(name, root)
+            raise UserError(f"{key} = demo, but {root} does not exist: run the corpus stage "
+                            "with corpus.source = demo first (dvc repro corpus)")
+        return ADAPTERS[name](name, root)
     root = Path(source)
     if not root.is_dir():
-        raise UserError(f"downstream.sets.{name} = {source!r}: not a directory. Use `demo` or "
-                        "a local directory of clips (one sub-folder per label).")
+        raise UserError(f"{key} = {source!r}: not a directory. Use `demo`, a local directory "
+                        "of clips (one sub-folder per label) or {format: <name>, root: <dir>}.")
     rows = read_directory(name, root)
     if not rows:
-        raise UserError(f"downstream.sets.{name} = {source!r} holds no video files "
+        raise UserError(f"{key} = {source!r} holds no video files "
                         f"({', '.join(sorted(VIDEO_SUFFIXES))})")
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tvts.config import Params
 from tvts.models.init_weights import load_image_vit
@@ -44,3 +45,16 @@ def build_tvts(params: Params, grad_checkpointing: bool = False) -> TVTSModel:
                                 sort_lambda=params.sort.lambda_,
                                 stop_gradient=params.sort.stop_gradient)
     return TVTSModel(video, text, sorter, params.model.embed_dim, objective)
+
+
+def model_signature(params: Params) -> dict[str, Any]:
+    """What a checkpoint must match to be loaded into this model."""
+    # architecture only: initialisation, regularisation and freezing do not change the weights'
+    # shapes or meaning, so a checkpoint moves between such settings
+    arch = params.model.model_dump(mode="json", exclude={
+        "video": {"init", "drop_path", "temporal_init"}, "text": {"freeze", "dropout"}})
+    return {"model": arch,
+            "num_frames": params.data.num_frames, "frame_size": params.data.frame_size,
+            "num_transcripts": params.data.num_transcripts,
+            "sort": {"modeling": params.sort.modeling, "blocks": params.sort.blocks,
+                     "time_embedding": params.sort.time_embedding}}

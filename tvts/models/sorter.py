@@ -89,6 +89,8 @@ class SortTransformer(nn.Module):
     def _add_time(self, v: torch.Tensor) -> torch.Tensor:
         """[CLS] + slices x n tokens, laid out slice by slice (the encoder's order)."""
         b, n, w = v.shape
+        if n == 0:  # no video tokens: the text-only control
+            return v
         per, rest = divmod(n - 1, self.slices)
         if rest:
             raise ValueError(f"{n - 1} video tokens do not split into {self.slices} slices")

@@ -16,13 +16,14 @@ import polars as pl
 
 from tvts.config import Params
 from tvts.dedup.decisions import apply_decisions, read_decisions
-from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract, file_stamp
+from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract
 from tvts.dedup.pairs import frame_matches, video_pairs
 from tvts.dedup.report import ReportContext, write_report
 from tvts.dedup.scoring import score
 from tvts.dedup.search import build_index, measure_recall, search
 from tvts.errors import UserError
 from tvts.stages.common import progress_bar, record_params, write_metrics
+from tvts.storage import file_stamp
 from tvts.tables import LEAKS, frame, read_table, write_table
 
 VIDEOS = Path("data/asr/valid.parquet")
@@ -108,7 +109,8 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
                         videos_checked=videos.height, items_indexed=manifest.height,
                         decode_size=cfg.decode_size, s3=params.corpus.s3,
                         cache_dir=params.corpus.cache_dir)
-    report_leaks = leaks.join(manifest.select("downstream_set", "downstream_id", "caption"),
+    first_caption = pl.col("captions").list.first().alias("caption")
+    report_leaks = leaks.join(manifest.select("downstream_set", "downstream_id", first_caption),
                               on=["downstream_set", "downstream_id"], how="left")
     write_report(report_leaks, report_dir, ctx)
 

@@ -1,5 +1,5 @@
-"""`downstream` stage: downstream.sets -> data/downstream/<set>.parquet (one row per clip),
-quarantine for clips that do not probe, metrics/downstream.json."""
+"""`downstream` stage: downstream.sets -> data/downstream/<set>.parquet (one row per annotated
+item), quarantine for clips that are missing or do not probe, metrics/downstream.json."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ STAGE = "downstream"
 
 
 def _probe(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    row = dict(row)
+    missing = row.pop("missing", None)
+    if missing:
+        return row, missing
     try:
         return {**row, "duration_s": probe_video(row["uri"]).duration_s}, None
     except (ProbeError, OSError) as e:

@@ -11,9 +11,9 @@ from tvts.config import Params
 from tvts.data.captioned import AlternatingGroups, CaptionedDataset, read_cc3m, read_webvid
 from tvts.data.tvts_dataset import TVTSCollate
 from tvts.errors import UserError
-from tvts.models.factory import build_tvts
+from tvts.models.factory import build_tvts, model_signature
 from tvts.stages.common import record_params, write_metrics
-from tvts.stages.pretrain import model_signature, seed_everything
+from tvts.stages.pretrain import seed_everything
 from tvts.train.checkpoint import BEST, load_checkpoint
 from tvts.train.distributed import cleanup, setup
 from tvts.train.export import export_model

@@ -8,10 +8,8 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 
 from tvts.config import Params
@@ -19,12 +17,12 @@ from tvts.data.tvts_dataset import (
     SampleSpec,
     TVTSCollate,
     TVTSDataset,
-    VideoEntry,
     load_entries,
+    split_entries,
     split_feasible,
 )
 from tvts.errors import UserError
-from tvts.models.factory import build_tvts
+from tvts.models.factory import build_tvts, model_signature
 from tvts.stages.common import record_params, write_metrics
 from tvts.tables import frame, read_table, write_table
 from tvts.train.checkpoint import BEST, load_checkpoint
@@ -40,35 +38,10 @@ METRICS = Path("metrics/pretrain.json")
 LIVE = Path("dvclive/pretrain")
 
 
-def model_signature(params: Params) -> dict[str, Any]:
-    """What a checkpoint must match to be loaded into this model."""
-    # architecture only: initialisation, regularisation and freezing do not change the weights'
-    # shapes or meaning, so a checkpoint moves between such settings
-    arch = params.model.model_dump(mode="json", exclude={
-        "video": {"init", "drop_path", "temporal_init"}, "text": {"freeze", "dropout"}})
-    return {"model": arch,
-            "num_frames": params.data.num_frames, "frame_size": params.data.frame_size,
-            "num_transcripts": params.data.num_transcripts,
-            "sort": {"modeling": params.sort.modeling, "blocks": params.sort.blocks,
-                     "time_embedding": params.sort.time_embedding}}
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def split_entries(entries: list[VideoEntry], videos: pl.DataFrame
-                  ) -> tuple[list[VideoEntry], list[VideoEntry]]:
-    """The corpus' held-out split; a corpus too small to have one lends a tenth of its videos."""
-    val_ids = set(videos.filter(pl.col("split") == "val")["video_id"])
-    train = [e for e in entries if e.video_id not in val_ids]
-    val = [e for e in entries if e.video_id in val_ids]
-    if not val and len(train) > 1:
-        k = max(1, math.ceil(len(train) / 10))
-        val, train = train[-k:], train[:-k]
-    return train, val
 
 
 def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,

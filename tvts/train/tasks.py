@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from tvts.data.transforms import batch_to
 from tvts.eval.metrics import retrieval_metrics
-from tvts.losses import predicted_order
+from tvts.eval.sorting import other_video_hits
 
 
 def _ddp_scale(out: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
@@ -28,26 +28,6 @@ def _retrieval(videos: list[torch.Tensor], texts: list[torch.Tensor]) -> dict[st
     sim = v @ t.T
     return {"val/r1_v2t": retrieval_metrics(sim, (1,))["R@1"],
             "val/r1_t2v": retrieval_metrics(sim.T, (1,))["R@1"]}
-
-
-def other_video_rows(video_ids: list[str]) -> torch.Tensor:
-    """Rows whose clip, rolled by one in the batch, pairs with another video's frames."""
-    return torch.tensor([a != b for a, b in zip(video_ids, video_ids[-1:] + video_ids[:-1],
-                                                strict=True)], dtype=torch.bool)
-
-
-def other_video_hits(sorter: nn.Module, out: dict[str, torch.Tensor], batch: dict[str, Any]
-                     ) -> torch.Tensor:
-    """Per transcript, whether the sorter still places it right when its clip's video tokens
-    are another clip's: what the transcripts alone give away. (R, K) for the rows whose rolled
-    clip is another video. Reuses the forward pass's sorter inputs (`out`): the encoders
-    treat clips independently, so rolling their outputs is rolling the clips."""
-    rows = other_video_rows(list(batch["video_ids"]))
-    if not rows.any():
-        return torch.zeros(0, batch["order"].shape[1], dtype=torch.bool)
-    logits = sorter(out["video_tokens"].roll(1, 0), out["transcripts"])
-    pred = predicted_order(logits, sorter.modeling, batch["order"].shape[1])
-    return (pred == batch["order"])[rows.to(pred.device)].cpu()
 
 
 class PretrainTask:

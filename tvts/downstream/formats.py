@@ -1,0 +1,389 @@
+"""Adapters for the official releases of the downstream benchmarks, each read as released.
+
+An adapter takes the set's name, the annotation root and the clips folder, finds the
+annotation files by their released names, and returns one row per annotated item. A row whose
+clip is not found keeps the path it was expected at in `uri` and a `missing` reason: the stage
+quarantines it and goes on. A missing annotation file is one clear error naming where it looked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pickle
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tvts.errors import UserError
+
+Row = dict[str, Any]
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp",
+                  ".flv", ".ogv", ".ts", ".wmv"}
+
+
+def row(name: str, item_id: str, uri: Path | str, split: str | None, label: str | None = None,
+        captions: Iterable[str] = (), missing: str | None = None) -> Row:
+    return {"downstream_set": name, "downstream_id": item_id, "uri": str(uri), "split": split,
+            "label": label, "captions": list(captions), "missing": missing}
+
+
+def find_file(root: Path, names: Iterable[str], what: str, key: str) -> Path:
+    """The first of `names` (relative to root) that exists, else a clear error."""
+    tried = []
+    for name in names:
+        path = root / name
+        if path.is_file():
+            return path
+        tried.append(str(path))
+    raise UserError(f"{key}: no {what} found; looked for {', '.join(tried)}")
+
+
+def optional_file(root: Path, names: Iterable[str]) -> Path | None:
+    return next((root / n for n in names if (root / n).is_file()), None)
+
+
+def pick_dir(root: Path, videos: str | None, candidates: Iterable[str]) -> Path:
+    """The clips folder: the one given, else the first candidate under root that exists."""
+    if videos:
+        return Path(videos)
+    for c in candidates:
+        if (root / c).is_dir():
+            return root / c
+    return root
+
+
+class ClipIndex:
+    """Every video file under a folder, by file name and by stem (one walk, any depth)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.by_name: dict[str, Path] = {}
+        self.by_stem: dict[str, Path] = {}
+        if folder.is_dir():
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    self.by_name.setdefault(p.name, p)
+                    if p.suffix.lower() in VIDEO_SUFFIXES:
+                        self.by_stem.setdefault(p.stem, p)
+
+    def find(self, name: str) -> Path | None:
+        """By exact file name, then by stem (a name given without or with another extension)."""
+        hit = self.by_name.get(name)
+        if hit is not None:
+            return hit
+        stem = Path(name).stem if Path(name).suffix.lower() in VIDEO_SUFFIXES else name
+        return self.by_stem.get(stem)
+
+    def locate(self, name: str, expected: Path) -> tuple[Path, str | None]:
+        hit = self.find(name)
+        if hit is not None:
+            return hit, None
+        return expected, f"clip not found: expected {expected}"
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def _lines(path: Path) -> list[str]:
+    """Non-empty lines without CR/LF or trailing spaces (the releases have both)."""
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+# ---------------------------------------------------------------- Something-Something v2
+def read_ssv2(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """Labels JSON {template: index}; train/validation JSON (id, template with brackets, label,
+    placeholders); test JSON (ids only). Original `something-something-v2-*.json` names or the
+    later `labels/*.json`. Clips `<id>.webm` under `20bn-something-something-v2/` (the
+    release's archive) or `videos/`."""
+    key = f"downstream.sets.{name}"
+    names = ("{}.json", "labels/{}.json", "something-something-v2-{}.json")
+    labels_path = find_file(root, [n.format("labels") for n in names], "SSV2 labels JSON", key)
+    classes = _json(labels_path)
+    clips = pick_dir(root, videos, ("20bn-something-something-v2", "videos"))
+    index = ClipIndex(clips)
+    rows = []
+    found_any = False
+    for part, split_name in (("train", "train"), ("validation", "val"), ("test", "test")):
+        path = optional_file(root, [n.format(part) for n in names])
+        if path is None:
+            continue
+        found_any = True
+        for item in _json(path):
+            item_id = str(item["id"])
+            uri, missing = index.locate(f"{item_id}.webm", clips / f"{item_id}.webm")
+            label = None
+            if "template" in item:
+                label = item["template"].replace("[", "").replace("]", "")
+                if label not in classes:
+                    missing = missing or f"template {label!r} is not in {labels_path.name}"
+            captions = [item["label"]] if item.get("label") else []
+            rows.append(row(name, item_id, uri, split_name, label, captions, missing))
+    if not found_any:
+        raise UserError(f"{key}: no SSV2 train/validation/test JSON under {root} "
+                        f"(looked for {', '.join(n.format('train') for n in names)}, ...)")
+    return rows
+
+
+# ---------------------------------------------------------------- Kinetics-400
+def _k400_stem(youtube_id: str, start: str, end: str) -> str:
+    return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
+
+
+def read_k400(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """The 2017 CSVs (`label,youtube_id,time_start,time_end,split,is_cc`, quoted multi-word
+    labels, test without label) or the 2020 layout (`annotations/{train,val,test}.csv`, no
+    `is_cc`). Clips `<youtube_id>_<start:06d>_<end:06d>.mp4`, flat or in per-label or
+    per-split folders."""
+    key = f"downstream.sets.{name}"
+    layouts = {"train": ("kinetics_400_train.csv", "kinetics-400_train.csv",
+                         "annotations/train.csv", "train.csv"),
+               "val": ("kinetics_400_val.csv", "kinetics-400_val.csv", "annotations/val.csv",
+                       "val.csv", "validate.csv"),
+               "test": ("kinetics_400_test.csv", "kinetics-400_test.csv",
+                        "annotations/test.csv", "test.csv")}
+    clips = pick_dir(root, videos, ("videos",))
+    index = ClipIndex(clips)
+    rows: list[Row] = []
+    for split_name, candidates in layouts.items():
+        path = optional_file(root, candidates)
+        if path is None:
+            continue
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+        need = {"youtube_id", "time_start", "time_end"}
+        if not need <= set(reader.fieldnames or ()):
+            raise UserError(f"{path}: not a Kinetics CSV (columns {reader.fieldnames}; needs "
+                            f"{sorted(need)})")
+        for r in reader:
+            stem = _k400_stem(r["youtube_id"], r["time_start"], r["time_end"])
+            label = (r.get("label") or "").strip() or None
+            uri, missing = index.locate(stem, clips / split_name / f"{stem}.mp4")
+            rows.append(row(name, stem, uri, split_name, label, (), missing))
+    if not rows:
+        raise UserError(f"{key}: no Kinetics-400 CSV under {root} (looked for "
+                        f"{', '.join(layouts['train'])}, and val / test)")
+    return rows
+
+
+# ---------------------------------------------------------------- UCF-101
+def read_ucf101(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """`ucfTrainTestlist/`: classInd.txt, trainlistNN.txt (`Class/v_..avi N`), testlistNN.txt
+    (`Class/v_..avi`, label from the folder); CRLF line ends. Clips under `UCF-101/`."""
+    key = f"downstream.sets.{name}"
+    lists = root / "ucfTrainTestlist" if (root / "ucfTrainTestlist").is_dir() else root
+    class_ind = find_file(lists, ["classInd.txt"], "UCF-101 classInd.txt", key)
+    classes = {}
+    for ln in _lines(class_ind):
+        num, cls = ln.split(maxsplit=1)
+        classes[int(num)] = cls
+    clips = pick_dir(root, videos, ("UCF-101", "videos"))
+    index = ClipIndex(clips)
+    rows = []
+    for part, split_name in (("trainlist", "train"), ("testlist", "test")):
+        path = find_file(lists, [f"{part}{split:02d}.txt"], f"UCF-101 {part} of split {split}",
+                         key)
+        for ln in _lines(path):
+            parts = ln.split()
+            rel = parts[0]
+            folder_label = rel.split("/")[0] if "/" in rel else None
+            label = classes.get(int(parts[1])) if len(parts) > 1 else folder_label
+            uri, missing = index.locate(Path(rel).name, clips / rel)
+            rows.append(row(name, Path(rel).stem, uri, split_name, label, (), missing))
+    return rows
+
+
+# ---------------------------------------------------------------- HMDB-51
+def read_hmdb51(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """`testTrainMulti_7030_splits/<class>_test_split<N>.txt`, lines `name.avi 1|2|0 ` (1 train,
+    2 test, 0 not in this split: left out). Clips `<class>/<name>.avi` under `hmdb51_org/`."""
+    key = f"downstream.sets.{name}"
+    lists = next((root / d for d in ("testTrainMulti_7030_splits", "splits")
+                  if (root / d).is_dir()), root)
+    suffix = f"_test_split{split}.txt"
+    files = sorted(p for p in lists.glob(f"*{suffix}"))
+    if not files:
+        raise UserError(f"{key}: no HMDB-51 split files *{suffix} in {lists}")
+    clips = pick_dir(root, videos, ("hmdb51_org", "videos"))
+    index = ClipIndex(clips)
+    rows = []
+    for path in files:
+        label = path.name[: -len(suffix)]
+        for ln in _lines(path):
+            clip, flag = ln.rsplit(maxsplit=1)
+            split_name = {"1": "train", "2": "test"}.get(flag)
+            if split_name is None:
+                continue
+            uri, missing = index.locate(clip, clips / label / clip)
+            rows.append(row(name, Path(clip).stem, uri, split_name, label, (), missing))
+    return rows
+
+
+# ---------------------------------------------------------------- MSR-VTT
+def read_msrvtt(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """`MSR_VTT.json` (videos with `split`, all sentences). With the JSFusion 1k-A test CSV
+    (`MSRVTT_JSFUSION_test.csv`: key, vid_key, video_id, sentence) the test split is its 1,000
+    videos with one sentence each (the standard retrieval protocol), and with the 9k list
+    (`MSRVTT_train.9k.csv` or `train_list_jsfusion.txt`) the train split is those videos.
+    Without them: the JSON's splits and every sentence. Clips `videos/all/<video_id>.mp4`."""
+    key = f"downstream.sets.{name}"
+    meta = _json(find_file(root, ["MSR_VTT.json", "annotation/MSR_VTT.json"],
+                           "MSR-VTT annotation MSR_VTT.json", key))
+    captions: dict[str, list[str]] = {}
+    for s in meta["sentences"]:
+        captions.setdefault(s["video_id"], []).append(s["caption"])
+    splits = {v["video_id"]: {"validate": "val"}.get(v.get("split"), v.get("split"))
+              for v in meta["videos"]}
+    test_csv = optional_file(root, ["MSRVTT_JSFUSION_test.csv",
+                                    "high-quality/structured-symlinks/MSRVTT_JSFUSION_test.csv"])
+    train_9k = optional_file(root, ["MSRVTT_train.9k.csv", "train_list_jsfusion.txt"])
+    test_sentence: dict[str, str] = {}
+    if test_csv is not None:
+        for r in csv.DictReader(io.StringIO(test_csv.read_text(encoding="utf-8"))):
+            test_sentence[r["video_id"]] = r["sentence"]
+        splits = {vid: None for vid in splits}
+        if train_9k is not None:
+            text = train_9k.read_text(encoding="utf-8")
+            ids = ([r["video_id"] for r in csv.DictReader(io.StringIO(text))]
+                   if train_9k.suffix == ".csv" else _lines(train_9k))
+            splits.update(dict.fromkeys(ids, "train"))
+        splits.update(dict.fromkeys(test_sentence, "test"))
+    clips = pick_dir(root, videos, ("videos/all", "videos", "MSRVTT/videos/all"))
+    index = ClipIndex(clips)
+    rows = []
+    for vid, split_name in splits.items():
+        if test_csv is not None and split_name is None:
+            continue  # outside both protocol lists
+        caps = [test_sentence[vid]] if vid in test_sentence else captions.get(vid, [])
+        uri, missing = index.locate(vid, clips / f"{vid}.mp4")
+        rows.append(row(name, vid, uri, split_name, None, caps, missing))
+    return rows
+
+
+# ---------------------------------------------------------------- DiDeMo
+def read_didemo(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """`{train,val,test}_data.json`: one entry per moment (`video`, `description`, `times`);
+    a video's query is the paragraph of all its descriptions, joined in file order. File
+    names may come with or without their extension."""
+    key = f"downstream.sets.{name}"
+    clips = pick_dir(root, videos, ("videos",))
+    index = ClipIndex(clips)
+    rows, found = [], False
+    for split_name in ("train", "val", "test"):
+        path = optional_file(root, [f"{split_name}_data.json", f"data/{split_name}_data.json"])
+        if path is None:
+            continue
+        found = True
+        paragraphs: dict[str, list[str]] = {}
+        for item in _json(path):
+            paragraphs.setdefault(item["video"], []).append(item["description"].strip())
+        for video, descriptions in paragraphs.items():
+            uri, missing = index.locate(video, clips / video)
+            rows.append(row(name, video, uri, split_name, None, [" ".join(descriptions)],
+                            missing))
+    if not found:
+        raise UserError(f"{key}: no DiDeMo {{train,val,test}}_data.json under {root}")
+    return rows
+
+
+# ---------------------------------------------------------------- MSVD
+class _CaptionsUnpickler(pickle.Unpickler):
+    """Admits dicts, lists and strings only: anything that names a class or a function (the
+    way a pickle runs code) is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a captions pickle holds "
+                                     "only dicts, lists and strings")
+
+
+def _plain(obj: Any, depth: int = 0) -> bool:
+    if isinstance(obj, str):
+        return True
+    if depth > 4:
+        return False
+    if isinstance(obj, list):
+        return all(_plain(x, depth + 1) for x in obj)
+    if isinstance(obj, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in obj.items())
+    return False
+
+
+def load_captions_pickle(path: Path) -> dict[str, Any]:
+    """`raw-captions.pkl`, read without running code (pickle can execute anything)."""
+    try:
+        with path.open("rb") as f:
+            data = _CaptionsUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise UserError(f"{path}: not a captions pickle this reader accepts ({e}); expected a "
+                        "dict of video id -> list of captions (strings or lists of words)"
+                        ) from None
+    if not isinstance(data, dict) or not _plain(data):
+        raise UserError(f"{path}: expected a dict of video id -> list of captions, made of "
+                        "dicts, lists and strings only")
+    return data
+
+
+def read_msvd(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """`raw-captions.pkl` ({video_id: [[word, ...], ...]}) + `{train,val,test}_list.txt`;
+    every caption of a clip is kept (each a query). Clips `YouTubeClips/<id>.avi`."""
+    key = f"downstream.sets.{name}"
+    caps = load_captions_pickle(find_file(root, ["raw-captions.pkl", "msvd_data/raw-captions.pkl"],
+                                          "MSVD raw-captions.pkl", key))
+    clips = pick_dir(root, videos, ("YouTubeClips", "videos"))
+    index = ClipIndex(clips)
+    rows, found = [], False
+    for split_name in ("train", "val", "test"):
+        path = optional_file(root, [f"{split_name}_list.txt", f"msvd_data/{split_name}_list.txt"])
+        if path is None:
+            continue
+        found = True
+        for vid in _lines(path):
+            texts = [c if isinstance(c, str) else " ".join(c) for c in caps.get(vid, [])]
+            uri, missing = index.locate(vid, clips / f"{vid}.avi")
+            rows.append(row(name, vid, uri, split_name, None, texts, missing))
+    if not found:
+        raise UserError(f"{key}: no MSVD {{train,val,test}}_list.txt under {root}")
+    return rows
+
+
+# ---------------------------------------------------------------- LSMDC
+def read_lsmdc(name: str, root: Path, videos: str | None = None, split: int = 1) -> list[Row]:
+    """LSMDC16 tab-separated files (clip id, 4 timestamps, sentence); a clip id may stand on
+    several lines (its sentences are gathered). Clips `<movie>/<clip_id>.avi`."""
+    key = f"downstream.sets.{name}"
+    files = {"train": ("LSMDC16_annos_training.csv",),
+             "val": ("LSMDC16_annos_val.csv",),
+             "test": ("LSMDC16_challenge_1000_publictect.csv", "LSMDC16_annos_test.csv")}
+    clips = pick_dir(root, videos, ("videos", "avi"))
+    index = ClipIndex(clips)
+    rows = []
+    for split_name, candidates in files.items():
+        path = optional_file(root, candidates)
+        if path is None:
+            continue
+        sentences: dict[str, list[str]] = {}
+        for ln in path.read_text(encoding="utf-8").splitlines():
+            if not ln.strip():
+                continue
+            cols = ln.rstrip("\r").split("\t")
+            if len(cols) < 6:
+                raise UserError(f"{path}: expected 6 tab-separated columns, got {len(cols)} "
+                                f"in {ln[:80]!r}")
+            sentences.setdefault(cols[0], []).append(cols[5].strip())
+        for clip_id, texts in sentences.items():
+            movie = clip_id.rsplit("_", 1)[0]
+            uri, missing = index.locate(clip_id, clips / movie / f"{clip_id}.avi")
+            rows.append(row(name, clip_id, uri, split_name, None, texts, missing))
+    if not rows:
+        raise UserError(f"{key}: no LSMDC16 annotation file under {root} (looked for "
+                        f"{', '.join(c for cs in files.values() for c in cs)})")
+    return rows
+
+
+ADAPTERS: dict[str, Callable[..., list[Row]]] = {
+    "ssv2": read_ssv2, "k400": read_k400, "ucf101": read_ucf101, "hmdb51": read_hmdb51,
+    "msrvtt": read_msrvtt, "didemo": read_didemo, "msvd": read_msvd, "lsmdc": read_lsmdc}

@@ -1,0 +1,234 @@
+"""`evaluate` stage: the exported encoders (and a random-weights floor) on the downstream sets
+by frozen-encoder protocols, and transcript sorting on the corpus' held-out videos ->
+metrics/eval.json (set -> protocol -> encoder -> metric), linear-probe confusion matrices for
+`dvc plots`, cached feature shards in data/eval/features."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from tvts.config import DownstreamSource, Params
+from tvts.data.tvts_dataset import (
+    SampleSpec,
+    TVTSCollate,
+    TVTSDataset,
+    load_entries,
+    split_entries,
+    split_feasible,
+)
+from tvts.errors import UserError
+from tvts.eval.encoders import load_exported, random_model
+from tvts.eval.features import ClipItem, FrozenEncoder, ViewSpec, extract, weights_fingerprint
+from tvts.eval.probes import ProbeSettings
+from tvts.eval.protocols import classify, set_splits, text_to_video, video_to_video
+from tvts.eval.sorting import sort_accuracies
+from tvts.models.text_encoder import load_tokenizer
+from tvts.models.tvts_model import TVTSModel
+from tvts.stages.common import progress_bar, record_params, write_metrics
+from tvts.storage import atomic_write_text, file_stamp
+from tvts.tables import frame, read_table, write_table
+
+DOWNSTREAM = Path("data/downstream")
+MODELS = {"pretrain": Path("models/pretrain"), "post_pretrain": Path("models/post_pretrain")}
+VIDEOS = Path("data/dedup/videos.parquet")
+WORDS = Path("data/asr/words.parquet")
+OUT_DIR = Path("data/eval")
+REPORT = Path("reports/eval")
+METRICS = Path("metrics/eval.json")
+STAGE = "evaluate"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _views(params: Params, set_name: str) -> tuple[int, int]:
+    cfg = params.evaluate
+    if set_name in cfg.views:
+        return cfg.views[set_name]
+    source = params.downstream.sets.get(set_name)
+    if isinstance(source, DownstreamSource) and source.format == "k400":
+        return (5, 3)  # VideoMAE's Kinetics test: 5 temporal x 3 spatial
+    return cfg.test_views
+
+
+def _models(params: Params, models: dict[str, Path], device: torch.device
+            ) -> dict[str, TVTSModel]:
+    out = {}
+    for name in params.evaluate.encoders:
+        model = random_model(params) if name == "random" else load_exported(params, models[name])
+        out[name] = model.to(device)
+    return out
+
+
+def _round(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def _sort_loader(params: Params, videos_path: Path, words_path: Path) -> DataLoader | None:
+    """The pretrain stage's held-out samples (same videos, seed and spec as its validation)."""
+    videos = read_table(videos_path, "videos")
+    spec = SampleSpec.from_params(params, False, 0.0)
+    usable, _ = split_feasible(load_entries(videos, read_table(words_path, "words")), spec)
+    _, val = split_entries(usable, videos)
+    if not val:
+        return None
+    data = TVTSDataset(val, spec, params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
+                       repeats=params.evaluate.sort.clips_per_video)
+    return DataLoader(data, batch_size=params.evaluate.batch_size,
+                      num_workers=params.evaluate.loader_workers,
+                      collate_fn=TVTSCollate(params.model.text.name,
+                                             params.data.max_text_tokens))
+
+
+def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Path] = MODELS,
+        videos_path: Path = VIDEOS, words_path: Path = WORDS, out_dir: Path = OUT_DIR,
+        report_dir: Path = REPORT, metrics_path: Path = METRICS) -> str:
+    t0 = time.perf_counter()
+    cfg = params.evaluate
+    device = _device(cfg.device)
+    nets = _models(params, models, device)
+    encoders = [FrozenEncoder(n, m.video, m.proj.video, weights_fingerprint(m.video, m.proj.video))
+                for n, m in nets.items()]
+    tokenizer = load_tokenizer(params.model.text.name)
+    ks = tuple(cfg.recall_at)
+    v2v_ks = tuple(k for k in ks if k <= 10) or ks  # R@1/5/10 by convention
+    probe = {"linear": ProbeSettings(cfg.linear.epochs, cfg.linear.batch_size, cfg.linear.lr,
+                                     cfg.linear.weight_decay, cfg.linear.momentum,
+                                     seed=params.seed),
+             "attentive": ProbeSettings(cfg.attentive.epochs, cfg.attentive.batch_size,
+                                        cfg.attentive.lr, cfg.attentive.weight_decay,
+                                        heads=cfg.attentive.heads, seed=params.seed)}
+    d = params.data
+    metrics: dict[str, Any] = {}
+    failed: list[dict[str, Any]] = []
+    timing: dict[str, float] = {}
+    confusion_dir = report_dir / "confusion"
+    confusion_dir.mkdir(parents=True, exist_ok=True)
+    for stale in confusion_dir.glob("*.json"):
+        stale.unlink()
+    for set_name, protocols in params.eval_tasks().items():
+        path = downstream_dir / f"{set_name}.parquet"
+        if not path.exists():
+            raise UserError(f"no manifest {path}: run the downstream stage first "
+                            "(dvc repro downstream)")
+        splits = set_splits(read_table(path, "downstream"))
+        tv, sv = _views(params, set_name)
+        parts = {"test": (splits.test, ViewSpec(d.num_frames, d.frame_size, d.resize_short,
+                                                d.decoder, tv, sv, cfg.token_grid))}
+        if set(protocols) & {"linear", "attentive", "v2v"}:
+            parts["train"] = (splits.train, ViewSpec(d.num_frames, d.frame_size,
+                                                     d.resize_short, d.decoder, 1, 1,
+                                                     cfg.token_grid))
+        feats = {}
+        t_set = time.perf_counter()
+        for part, (rows, spec) in parts.items():
+            items = [ClipItem(i, u, file_stamp(u))
+                     for i, u in rows.select("downstream_id", "uri").iter_rows()]
+            if not items:
+                raise UserError(f"downstream set {set_name!r} has no {part} clips for "
+                                f"{', '.join(protocols)}")
+            with progress_bar(len(items), f"{set_name} {part} features ({spec.tag()} views)"
+                              ) as bar:
+                res = extract(items, encoders, spec, out_dir / "features" / set_name /
+                              f"{part}-{spec.tag()}", cfg.num_shards, cfg.batch_size,
+                              cfg.loader_workers, device, bar.update)
+            feats[part] = res.features
+            failed += [{"video_id": f"{set_name}/{k}", "uri": None, "stage": STAGE,
+                        "reason": r} for k, r in next(iter(res.features.values())).failed]
+        timing[f"{set_name}_features_s"] = round(time.perf_counter() - t_set, 2)
+        set_metrics: dict[str, Any] = {}
+        for protocol in protocols:
+            t_p = time.perf_counter()
+            by_encoder: dict[str, Any] = {}
+            for name in nets:
+                test, train = feats["test"][name], feats.get("train", {}).get(name)
+                if protocol in ("linear", "attentive"):
+                    s = probe[protocol]
+                    with progress_bar(s.epochs, f"{set_name} {protocol} probe ({name})") as bar:
+                        res_c = classify(protocol, train, splits.train, test, splits.test, s,
+                                         cfg.linear.pooling, bar.update)
+                    by_encoder[name] = _round(res_c.metrics)
+                    if protocol == "linear":
+                        rows_c = [{"actual": a, "predicted": p}
+                                  for a, p in zip(res_c.actual, res_c.predicted, strict=True)]
+                        write_metrics(confusion_dir / f"{set_name}-{name}.json", rows_c)
+                elif protocol == "v2v":
+                    by_encoder[name] = _round(video_to_video(train, splits.train, test,
+                                                             splits.test, v2v_ks,
+                                                             cfg.linear.pooling))
+                else:
+                    by_encoder[name] = _round(text_to_video(
+                        nets[name], tokenizer, test, splits.test, ks,
+                        cfg.max_caption_tokens, device))
+            set_metrics[protocol] = by_encoder
+            timing[f"{set_name}_{protocol}_s"] = round(time.perf_counter() - t_p, 2)
+        set_metrics["test_split"] = splits.test_split
+        metrics[set_name] = set_metrics
+    if cfg.sort.enabled:
+        t_s = time.perf_counter()
+        loader = _sort_loader(params, videos_path, words_path)
+        if loader is not None:
+            metrics["transcripts"] = {"sort": {n: _round(m) for n, m in
+                                               sort_accuracies(nets, loader, device).items()}}
+        timing["sort_s"] = round(time.perf_counter() - t_s, 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(frame(failed, "quarantine"), out_dir / "quarantine.parquet", "quarantine")
+    record_params(params, report_dir)
+    timing["total_s"] = round(time.perf_counter() - t0, 2)
+    metrics["timing"] = timing
+    write_metrics(metrics_path, metrics)
+    atomic_write_text(report_dir / "summary.md", summary_table(metrics))
+    return "evaluate: " + headline(metrics) + f"; {timing['total_s']:.0f} s"
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """One line: the first metric of each protocol, per encoder."""
+    parts = []
+    first = {"linear": "top1", "attentive": "top1", "v2v": "R@1", "t2v": "R@1",
+             "sort": "acc_video"}
+    for set_name, protocols in metrics.items():
+        if not isinstance(protocols, dict) or set_name == "timing":
+            continue
+        for protocol, by_encoder in protocols.items():
+            if not isinstance(by_encoder, dict):
+                continue
+            key = first.get(protocol, "")
+            values = ", ".join(f"{e} {m.get(key, float('nan')):.3g}"
+                               for e, m in by_encoder.items())
+            parts.append(f"{set_name} {protocol} {key}: {values}")
+    return "; ".join(parts)
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """A Markdown table a person can read: one row per (set, protocol, metric), one column
+    per encoder."""
+    encoders: list[str] = []
+    rows = []
+    for set_name, protocols in metrics.items():
+        if set_name == "timing" or not isinstance(protocols, dict):
+            continue
+        for protocol, by_encoder in protocols.items():
+            if not isinstance(by_encoder, dict):
+                continue
+            for e in by_encoder:
+                if e not in encoders:
+                    encoders.append(e)
+            keys = list(next(iter(by_encoder.values())))
+            for key in keys:
+                rows.append((set_name, protocol, key,
+                             [by_encoder.get(e, {}).get(key) for e in encoders]))
+    head = "| set | protocol | metric | " + " | ".join(encoders) + " |\n"
+    head += "|---|---|---|" + "---|" * len(encoders) + "\n"
+    body = "".join(f"| {s} | {p} | {k} | "
+                   + " | ".join("" if v is None else f"{v:.4g}" if isinstance(v, float)
+                                else str(v) for v in vals) + " |\n"
+                   for s, p, k, vals in rows)
+    return head + body
