@@ -1,0 +1,238 @@
+"""The `tvts` flow: the DVC stages in pipeline order, one Prefect task per stage.
+
+DVC stays the source of truth for what re-runs: each task is `dvc repro --single-item <stage>`,
+so a stage whose inputs did not change is skipped (and its task says so). Prefect adds the
+run's states, durations, logs and artifacts, retries of transient failures, and the deployment
+(`python -m flows serve`).
+
+A run with `overrides` (dotted params keys, as `dvc exp run -S` takes them) runs in a temporary
+git worktree of HEAD sharing the workspace's DVC cache, and is kept as a DVC experiment
+(`dvc exp save`), so it shows in `dvc exp show` while the working copy and params.yaml stay as
+they were. Bad overrides fail the run before any stage, with the params error the CLI gives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from tvts.config import ParamsError, resolve
+
+ROOT = Path(__file__).resolve().parents[1]  # the project root this flow is served from
+USER_ERROR_EXIT = 2  # `python -m tvts` exits 2 on a user error (bad params, a bad file)
+REPORTS = {"ASR validation (Data Docs)": "reports/asr_validation/index.html",
+           "leakage review": "reports/leakage/index.html",
+           "evaluation summary": "reports/eval/summary.md",
+           "evaluation confusion matrices": "reports/eval/confusion"}
+
+
+class StageFailed(RuntimeError):
+    """A stage failed for a reason that may pass (a lost worker, S3): retried."""
+
+
+class UserInputError(RuntimeError):
+    """Bad params or a bad file: retrying cannot help."""
+
+
+def pipeline_stages(root: Path) -> list[str]:
+    """The stage names of dvc.yaml, in the order they are written (the pipeline order)."""
+    return list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's mapping with each `a.b.c` key set (a leading `+` is accepted, as in
+    `dvc exp run -S +a.b=1`); the schema check is left to `resolve`."""
+    out = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy
+    for key, value in overrides.items():
+        parts = key.lstrip("+").split(".")
+        if not all(parts):
+            raise ParamsError(f"override {key!r}: not a dotted params key such as sort.lambda")
+        node = out
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ParamsError(f"override {key!r}: {p} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def checked_params(root: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overridden params.yaml mapping, validated as every stage will read it."""
+    raw = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    merged = apply_overrides(raw, overrides)
+    resolve(merged, "params.yaml with overrides " + ", ".join(
+        f"{k}={v!r}" for k, v in overrides.items()))
+    return merged
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+
+
+def stage_error(output: str) -> str:
+    """The stage's own error text: `error: ...` lines of the tvts CLI, else the traceback's
+    last line, else DVC's ERROR lines."""
+    lines = output.splitlines()
+    own = [ln for ln in lines if ln.startswith("error: ")]
+    if own:
+        return "\n".join(own)
+    tb = [i for i, ln in enumerate(lines) if ln.startswith("Traceback")]
+    if tb:
+        tail = [ln for ln in lines[tb[-1] + 1:] if ln and not ln.startswith((" ", "ERROR"))]
+        if tail:
+            return tail[-1]
+    dvc = [ln for ln in lines if ln.startswith("ERROR")]
+    return "\n".join(dvc) or "\n".join(lines[-5:])
+
+
+def _not_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry unless the stage failed on the user's input."""
+    try:
+        state.result()
+    except UserInputError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_not_user_error,
+      task_run_name="{name}")
+def run_stage(name: str, workspace: str) -> str:
+    """`dvc repro --single-item <name>`: runs the stage when DVC says its inputs changed."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    done = _run([sys.executable, "-m", "dvc", "repro", "--single-item", name], Path(workspace))
+    output = done.stdout + done.stderr
+    if done.returncode:
+        message = stage_error(output)
+        log.error("stage %s failed:\n%s", name, message)
+        user = re.search(rf"exited with {USER_ERROR_EXIT}\b", output) is not None
+        raise (UserInputError if user else StageFailed)(f"stage {name}: {message}")
+    if re.search(r"didn't change, skipping|is cached - skipping", output):
+        log.info("stage %s: up to date, skipped (DVC: its inputs did not change)", name)
+        return "skipped"
+    summary = [ln for ln in done.stdout.splitlines() if ln.startswith(f"{name}: ")]
+    log.info("stage %s ran in %.0f s%s", name, time.perf_counter() - t0,
+             f": {summary[-1][len(name) + 2:]}" if summary else "")
+    return "ran"
+
+
+@contextmanager
+def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
+    """A temporary git worktree of HEAD with `params` as params.yaml, the workspace's DVC cache,
+    and the workspace's uncached outputs (resumable shards, reports) copied in, so unchanged
+    stages are skipped there too."""
+    tmp = Path(tempfile.mkdtemp(prefix="tvts-exp-"))
+    work = tmp / "ws"
+    done = _run(["git", "worktree", "add", "--detach", str(work), "HEAD"], root)
+    if done.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserInputError(f"cannot make a worktree of {root} for the experiment: "
+                             f"{done.stderr.strip()} (is it a git repository with a commit?)")
+    try:
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        cache = _run([sys.executable, "-m", "dvc", "cache", "dir"], root).stdout.strip()
+        _run([sys.executable, "-m", "dvc", "cache", "dir", "--local",
+              cache or str(root / ".dvc" / "cache")], work)
+        for rel in _uncached_outputs(root):
+            src, dst = root / rel, work / rel
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            elif src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+        yield work
+    finally:
+        _run(["git", "worktree", "remove", "--force", str(work)], root)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _uncached_outputs(root: Path) -> list[str]:
+    """Outputs, metrics and plots dvc.yaml declares with `cache: false`."""
+    out = []
+    for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                if isinstance(entry, dict):
+                    (path, opts), = entry.items()
+                    if not (opts or {}).get("cache", True) and "${" not in path:
+                        out.append(path)
+    return out
+
+
+def metrics_markdown(workspace: Path) -> str:
+    """`dvc metrics show` and the change against the last commit (`dvc metrics diff`)."""
+    dvc = [sys.executable, "-m", "dvc", "metrics"]
+    show = _run([*dvc, "show", "--md"], workspace).stdout.strip()
+    diff = _run([*dvc, "diff", "--md"], workspace).stdout.strip()
+    return ("## Metrics\n\n" + (show or "(none)") + "\n\n## Change against the last commit\n\n"
+            + (diff or "(no change)") + "\n")
+
+
+def reports_markdown(workspace: Path) -> str:
+    rows = [f"- {label}: `{(workspace / rel).resolve()}`"
+            for label, rel in REPORTS.items() if (workspace / rel).exists()]
+    return "## Reports\n\n" + ("\n".join(rows) or "(none yet)") + "\n"
+
+
+@flow(name="tvts", log_prints=True)
+def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = None,
+         experiment_name: str | None = None) -> dict[str, str]:
+    """The pipeline: `stages` (default: all, in pipeline order) with params `overrides`
+    (dotted keys; a run with overrides is kept as a DVC experiment)."""
+    log = get_run_logger()
+    root = ROOT
+    order = pipeline_stages(root)
+    chosen = order if not stages else [s for s in order if s in stages]
+    unknown = sorted(set(stages or []) - set(order))
+    if unknown:
+        raise UserInputError(f"unknown stage(s) {unknown}; the pipeline's stages: {order}")
+    try:
+        params = checked_params(root, overrides or {})
+    except ParamsError as e:
+        log.error("%s", e)
+        raise UserInputError(str(e)) from None
+    results: dict[str, str] = {}
+
+    def run_all(workspace: Path) -> None:
+        for name in chosen:
+            results[name] = run_stage(name, str(workspace))
+        create_markdown_artifact(key="tvts-metrics", markdown=metrics_markdown(workspace),
+                                 description="metrics/*.json after this run")
+        create_markdown_artifact(key="tvts-reports", markdown=reports_markdown(workspace),
+                                 description="where this run's reports are")
+
+    if not overrides:
+        run_all(root)
+        return results
+    with experiment_workspace(root, params) as work:
+        run_all(work)
+        name = experiment_name or "prefect-" + time.strftime("%Y%m%d-%H%M%S")
+        # metrics and plots files are git's, not DVC's cache's: a new one must be named
+        untracked = [a for rel in _uncached_outputs(root) if (work / rel).exists()
+                     and rel.startswith(("metrics/", "dvclive/")) for a in ("-I", rel)]
+        saved = _run([sys.executable, "-m", "dvc", "exp", "save", "--force", "-n", name,
+                      *untracked], work)
+        if saved.returncode:
+            raise StageFailed(f"dvc exp save failed: {stage_error(saved.stdout + saved.stderr)}")
+        log.info("kept as DVC experiment %s (dvc exp show)", name)
+    return results

@@ -1,0 +1,211 @@
+"""The Prefect layer for real: a `prefect server start` on 127.0.0.1, the deployment served
+from a subprocess, runs triggered with `prefect deployment run tvts/full-pipeline`, states,
+task runs, logs and artifacts read back from the server's API. Servers are stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from flows.pipeline import apply_overrides, checked_params, stage_error
+from tvts.config import ParamsError
+
+from .conftest import REPO, free_port
+
+pytestmark = pytest.mark.integration
+STAGES = ["corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_pretrain",
+          "evaluate"]
+
+
+# ---------------------------------------------------------------- units
+def test_overrides_apply_and_are_checked(tmp_path):
+    raw = {"profile": "micro", "sort": {"lambda": 2.0}}
+    out = apply_overrides(raw, {"sort.lambda": 0.5, "+corpus.demo.num_videos": 8})
+    assert out["sort"]["lambda"] == 0.5 and out["corpus"]["demo"]["num_videos"] == 8
+    assert raw["sort"]["lambda"] == 2.0  # the input is left alone
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="Did you mean 'lambda'"):
+        checked_params(tmp_path, {"sort.lamda": 1})
+    with pytest.raises(ParamsError, match="not a dotted params key"):
+        apply_overrides(raw, {"sort..x": 1})
+
+
+def test_stage_error_keeps_the_stages_own_message():
+    out = ("Running stage 'downstream':\n> python -m tvts stage downstream\n"
+           "error: downstream.sets.x = '/nope': not a directory.\n"
+           "ERROR: failed to reproduce 'downstream': failed to run: python -m tvts stage "
+           "downstream, exited with 2\n")
+    assert stage_error(out) == "error: downstream.sets.x = '/nope': not a directory."
+    tb = "Traceback (most recent call last):\n  File x\nValueError: boom\nERROR: failed\n"
+    assert stage_error(tb) == "ValueError: boom"
+
+
+# ---------------------------------------------------------------- a real server
+def _env(api: str, home: Path) -> dict[str, str]:
+    return {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1",
+            "PREFECT_LOGGING_LEVEL": "INFO", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(1)
+    raise TimeoutError(what)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A scratch project (micro profile) + a Prefect server + `python -m flows serve`."""
+    root = tmp_path_factory.mktemp("project")
+    for d in ("tvts", "flows", "reviews"):
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "micro"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = _env(api, home)
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
+    logs = tmp_path_factory.mktemp("logs")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+         str(port)], env=env, stdout=(logs / "server.log").open("w"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    serving = None
+    try:
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{api}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(healthy, 240, "prefect server did not come up")
+        serving = subprocess.Popen([sys.executable, "-m", "flows", "serve"], cwd=root, env=env,
+                                   stdout=(logs / "serve.log").open("w"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+
+        def deployed() -> bool:
+            r = httpx.get(f"{api}/deployments/name/tvts/full-pipeline", timeout=5)
+            return r.status_code == 200
+
+        _wait(deployed, 120, "the deployment was not served")
+        yield root, api, env
+    finally:
+        if serving is not None:
+            _stop(serving)
+        _stop(server)
+
+
+def _trigger(root: Path, env: dict[str, str], **params) -> str:  # type: ignore[no-untyped-def]
+    cmd = [sys.executable, "-m", "prefect", "deployment", "run", "tvts/full-pipeline",
+           "--watch", "--watch-interval", "2"]
+    for k, v in params.items():
+        cmd += ["--param", f"{k}={json.dumps(v)}"]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    found = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
+    assert found, done.stdout + done.stderr
+    return found.group(1)
+
+
+def _run_info(api: str, run_id: str) -> tuple[str, dict[str, str], str]:
+    """(flow run state, task name -> state, all logs)."""
+    state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]
+    tasks = httpx.post(f"{api}/task_runs/filter",
+                       json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    logs = httpx.post(f"{api}/logs/filter",
+                      json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
+    return (state, {t["name"]: t["state"]["type"] for t in tasks},
+            "\n".join(lg["message"] for lg in logs))
+
+
+def _stage_tasks(tasks: dict[str, str]) -> dict[str, str]:
+    return {re.sub(r"-\d+$", "", k): v for k, v in tasks.items()}
+
+
+def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served):
+    root, api, env = served
+    first = _trigger(root, env)
+    state, tasks, logs = _run_info(api, first)
+    assert state == "COMPLETED", logs
+    stage_tasks = _stage_tasks(tasks)
+    assert set(stage_tasks) == set(STAGES) and set(stage_tasks.values()) == {"COMPLETED"}
+    assert "stage pretrain ran" in logs
+    artifacts = httpx.post(f"{api}/artifacts/filter",
+                           json={"artifacts": {"flow_run_id": {"any_": [first]}}}).json()
+    by_key = {a["key"]: a for a in artifacts}
+    assert "metrics/eval.json" in by_key["tvts-metrics"]["data"]
+    assert "leakage review" in by_key["tvts-reports"]["data"]
+
+    again = _trigger(root, env)
+    state, tasks, logs = _run_info(api, again)
+    assert state == "COMPLETED"
+    assert logs.count("up to date, skipped") == len(STAGES), logs
+
+    before = (root / "params.yaml").read_text()
+    exp = _trigger(root, env, overrides={"sort.lambda": 0.5}, experiment_name="lambda-half")
+    state, tasks, logs = _run_info(api, exp)
+    assert state == "COMPLETED", logs
+    assert "stage corpus: up to date" in logs and "stage pretrain ran" in logs
+    assert (root / "params.yaml").read_text() == before
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=root,
+                           env=env, capture_output=True, text=True, check=True).stdout
+    runs = {e["name"]: e for commit in json.loads(shown)
+            for e in (commit.get("experiments") or [])}
+    assert "lambda-half" in runs
+    data = runs["lambda-half"]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["sort"]["lambda"] == 0.5
+    pre = data["metrics"]["metrics/pretrain.json"]["data"]
+    assert pre["train_loss"] == pytest.approx(
+        pre["train_loss_contrastive"] + 0.5 * pre["train_loss_sort"], rel=1e-3)
+    assert "ssv2" in data["metrics"]["metrics/eval.json"]["data"]
+    assert not subprocess.run(["git", "status", "--porcelain", "params.yaml"], cwd=root,
+                              capture_output=True, text=True).stdout.strip()
+
+
+def test_bad_override_fails_before_any_stage(served):
+    root, api, env = served
+    run = _trigger(root, env, overrides={"sort.lamda": 1})
+    state, tasks, logs = _run_info(api, run)
+    assert state == "FAILED" and not tasks
+    assert "Did you mean 'lambda'" in logs
+
+
+def test_a_failing_stage_fails_its_task_with_the_stages_message(served):
+    root, api, env = served
+    run = _trigger(root, env, overrides={"downstream.sets": {"ssv2": "/nonexistent/clips"}},
+                   stages=["corpus", "downstream"])
+    state, tasks, logs = _run_info(api, run)
+    assert state == "FAILED"
+    assert _stage_tasks(tasks) == {"corpus": "COMPLETED", "downstream": "FAILED"}
+    assert "/nonexistent/clips" in logs and "not a directory" in logs
+    assert logs.count("stage downstream failed") == 1  # a user error is not retried
