@@ -13,6 +13,7 @@ they were. Bad overrides fail the run before any stage, with the params error th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,11 +29,14 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from tvts.config import ParamsError, resolve
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root this flow is served from
 USER_ERROR_EXIT = 2  # `python -m tvts` exits 2 on a user error (bad params, a bad file)
+# stages whose per-video work splits by shard (`tvts stage <name> --shards i/n`)
+FANOUT_STAGES = ("asr", "dedup")
 REPORTS = {"ASR validation (Data Docs)": "reports/asr_validation/index.html",
            "leakage review": "reports/leakage/index.html",
            "evaluation summary": "reports/eval/summary.md",
@@ -136,6 +140,58 @@ def run_stage(name: str, workspace: str) -> str:
     return "ran"
 
 
+def task_runner(runner: str, parts: int) -> Any:
+    """`local`: threads in this process (each part is its own subprocess); `dask`: a local
+    Dask cluster of `parts` single-threaded worker processes; `tcp://host:port` (or any Dask
+    scheduler address): that cluster, whose workers must see this workspace at the same path
+    (a shared file system)."""
+    if runner == "local":
+        return ThreadPoolTaskRunner(max_workers=parts)
+    from prefect_dask import DaskTaskRunner
+
+    if runner == "dask":
+        return DaskTaskRunner(cluster_kwargs={"n_workers": parts, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    if "://" in runner:
+        return DaskTaskRunner(address=runner)
+    raise UserInputError(f"runner {runner!r}: expected local, dask, or a Dask scheduler "
+                         "address such as tcp://10.0.0.5:8786")
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_not_user_error,
+      task_run_name="{stage}[{part}/{parts}]")
+def run_part(stage: str, part: int, parts: int, workspace: str) -> str:
+    """One part of a stage's per-video work: `tvts stage <stage> --shards part/parts`, whose
+    results land in the shard layout the whole stage resumes from."""
+    log = get_run_logger()
+    done = _run([sys.executable, "-m", "tvts", "stage", stage, "--shards", f"{part}/{parts}"],
+                Path(workspace))
+    if done.returncode:
+        message = stage_error(done.stdout + done.stderr)
+        log.error("%s part %d/%d failed:\n%s", stage, part, parts, message)
+        raise (UserInputError if done.returncode == USER_ERROR_EXIT else StageFailed)(
+            f"stage {stage} part {part}/{parts}: {message}")
+    summary = done.stdout.strip().splitlines()
+    log.info("%s", summary[-1] if summary else f"{stage} part {part}/{parts} done")
+    return summary[-1] if summary else ""
+
+
+@flow(name="tvts-fan-out")
+def fan_out(stage: str, parts: int, workspace: str) -> list[str]:
+    """Every part of one stage at once, on the flow's task runner."""
+    futures = [run_part.submit(stage, i, parts, workspace) for i in range(parts)]
+    return [f.result() for f in futures]
+
+
+def stage_is_stale(stage: str, workspace: Path) -> bool:
+    """DVC would run the stage (its inputs, or its outputs, changed)."""
+    done = _run([sys.executable, "-m", "dvc", "status", "--json", stage], workspace)
+    try:
+        return bool(json.loads(done.stdout or "{}"))
+    except json.JSONDecodeError:
+        return True
+
+
 @contextmanager
 def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
     """A temporary git worktree of HEAD with `params` as params.yaml, the workspace's DVC cache,
@@ -196,9 +252,13 @@ def reports_markdown(workspace: Path) -> str:
 
 @flow(name="tvts", log_prints=True)
 def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = None,
-         experiment_name: str | None = None) -> dict[str, str]:
+         experiment_name: str | None = None, shard_parts: int = 1,
+         runner: str = "local") -> dict[str, str]:
     """The pipeline: `stages` (default: all, in pipeline order) with params `overrides`
-    (dotted keys; a run with overrides is kept as a DVC experiment)."""
+    (dotted keys; a run with overrides is kept as a DVC experiment). With `shard_parts` > 1
+    the per-video stages (asr, dedup) first run in that many parts at once on `runner`
+    (`local`, `dask` for a local Dask cluster, or a Dask scheduler address), then the stage
+    merges them."""
     log = get_run_logger()
     root = ROOT
     order = pipeline_stages(root)
@@ -206,6 +266,10 @@ def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = Non
     unknown = sorted(set(stages or []) - set(order))
     if unknown:
         raise UserInputError(f"unknown stage(s) {unknown}; the pipeline's stages: {order}")
+    if shard_parts < 1:
+        raise UserInputError(f"shard_parts = {shard_parts}: must be 1 (no fan-out) or more")
+    if shard_parts > 1:
+        task_runner(runner, shard_parts)  # a bad runner fails here, before any stage
     try:
         params = checked_params(root, overrides or {})
     except ParamsError as e:
@@ -215,6 +279,9 @@ def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = Non
 
     def run_all(workspace: Path) -> None:
         for name in chosen:
+            if shard_parts > 1 and name in FANOUT_STAGES and stage_is_stale(name, workspace):
+                fan_out.with_options(task_runner=task_runner(runner, shard_parts))(
+                    name, shard_parts, str(workspace))
             results[name] = run_stage(name, str(workspace))
         create_markdown_artifact(key="tvts-metrics", markdown=metrics_markdown(workspace),
                                  description="metrics/*.json after this run")

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +15,7 @@ from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.tables import read_table
 
-from .conftest import free_port, make_video
+from .conftest import make_video
 
 
 def _run(tmp_path: Path, source: str, **corpus):
@@ -154,37 +150,6 @@ def test_yt_temporal_source(tmp_path):
 
 
 # ---------------------------------------------------------------- S3 (a real local endpoint)
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = free_port()
-    exe = shutil.which("moto_server") or sys.executable
-    cmd = [exe, "-p", str(port)] if exe != sys.executable else [
-        sys.executable, "-m", "moto.server", "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-
-
 def test_s3_source(s3_endpoint, aws_env, tmp_path):
     import boto3
 

@@ -209,3 +209,29 @@ def test_a_failing_stage_fails_its_task_with_the_stages_message(served):
     assert _stage_tasks(tasks) == {"corpus": "COMPLETED", "downstream": "FAILED"}
     assert "/nonexistent/clips" in logs and "not a directory" in logs
     assert logs.count("stage downstream failed") == 1  # a user error is not retried
+
+
+def test_dask_fan_out_gives_the_in_process_words(served, tmp_path):
+    """ASR by shard on a local Dask cluster of 2 workers (the flow's fan-out, then the
+    stage's merge) against the stage run whole: the same words table."""
+    root, _api, env = served
+    if not (root / "data" / "corpus" / "videos.parquet").exists():
+        subprocess.run([sys.executable, "-m", "dvc", "repro", "corpus"], cwd=root, env=env,
+                       check=True, capture_output=True)
+    out = tmp_path / "fanout.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "asr_fanout_bench.py"),
+                           "--videos", "3", "--workers", "2", "--out", str(out)], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["words"] > 0 and result["words_identical"]
+    assert result["merge_videos_resumed"] == 3  # the parts did all the work
+
+
+def test_shards_option_is_checked():
+    from tvts.cli import main
+
+    assert main(["stage", "corpus", "--shards", "0/2", "--params", str(REPO / "params.yaml")]
+                ) == 2
+    assert main(["stage", "asr", "--shards", "2/2", "--params", str(REPO / "params.yaml")]
+                ) == 2

@@ -24,10 +24,31 @@ def _params_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+SHARDED_STAGES = ("asr", "dedup")  # per-video work that splits by shard
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """`i/n` (0 <= i < n) -> (i, n)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shards {text!r}: expected i/n, e.g. 0/4 (part i of n, from 0)"
+                        ) from None
+    if not 0 <= i < n:
+        raise UserError(f"--shards {text!r}: needs 0 <= i < n")
+    return i, n
+
+
 def _stage_cmd(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     module = importlib.import_module(f"tvts.stages.{args.name}")
-    print(module.run(params))
+    if args.shards is None:
+        print(module.run(params))
+        return 0
+    if args.name not in SHARDED_STAGES:
+        raise UserError(f"--shards: stage {args.name} has no per-shard mode; stages that "
+                        f"have: {', '.join(SHARDED_STAGES)}")
+    print(module.run(params, shards=parse_part(args.shards)))
     return 0
 
 
@@ -51,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     s.add_argument("name", choices=STAGES)
     s.add_argument("--params", default="params.yaml")
+    s.add_argument("--shards", metavar="I/N", default=None,
+                   help="asr, dedup: only part I of N of the per-video work (shards s with "
+                        "s %% N == I), journaled for the whole stage to merge")
     s.set_defaults(func=_stage_cmd)
     r = sub.add_parser("reencode", help="re-encode a directory of videos for fast seeking")
     r.add_argument("src")

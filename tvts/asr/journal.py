@@ -22,6 +22,12 @@ def shard_of(video_id: str, num_shards: int) -> int:
     return int.from_bytes(h, "big") % num_shards
 
 
+def in_part(shard: int, part: tuple[int, int] | None) -> bool:
+    """Whether shard `shard` belongs to part i of n (`--shards i/n`: shards s with s % n == i);
+    every shard does when there is no part."""
+    return part is None or shard % part[1] == part[0]
+
+
 class ShardJournal:
     def __init__(self, directory: str | Path, num_shards: int, fingerprint: str):
         self.dir = Path(directory)

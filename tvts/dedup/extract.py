@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvts.asr.journal import shard_of
+from tvts.asr.journal import in_part, shard_of
 from tvts.config import S3Config
 from tvts.dedup.encoders import FrameEncoder, build_encoder
 from tvts.dedup.frames import centre_crop, clip_times, query_times, read_frames_at
@@ -183,14 +183,18 @@ class ExtractResult:
 def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
             encoder: EncoderSpec, num_shards: int, workers: int, decode_size: int,
             decoder: str = "pyav", s3: S3Config | None = None, cache_dir: str = ".cache/tvts",
-            progress: Callable[[int], None] | None = None) -> ExtractResult:
-    """Features of all `items`, reusing finished shards under `out_dir`."""
+            progress: Callable[[int], None] | None = None,
+            part: tuple[int, int] | None = None) -> ExtractResult:
+    """Features of all `items`, reusing finished shards under `out_dir`. With `part` = (i, n)
+    only shards s with s % n == i are extracted and returned (one part of a fan-out)."""
     out_dir = Path(out_dir)
     enc = _encoder(encoder)
     settings = f"{enc.signature()}|{sampling}|{decode_size}|{decoder}"
     by_shard: dict[int, list[FeatureItem]] = {}
     for it in items:
-        by_shard.setdefault(shard_of(it.key, num_shards), []).append(it)
+        shard = shard_of(it.key, num_shards)
+        if in_part(shard, part):
+            by_shard.setdefault(shard, []).append(it)
     jobs: list[ShardJob] = []
     loaded: dict[str, Features] = {}  # shards reused from an earlier run, read once
     for shard, shard_items in sorted(by_shard.items()):
@@ -208,7 +212,7 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
     process_map(extract_shard, jobs, n_workers, progress=tick)
     # only this run's shards: a changed shard count leaves old files that must not count
     wanted = [str(out_dir / f"shard-{s:05d}-of-{num_shards:05d}.npz") for s in sorted(by_shard)]
-    for stale in out_dir.glob("shard-*.npz") if out_dir.exists() else []:
+    for stale in out_dir.glob("shard-*.npz") if out_dir.exists() and part is None else []:
         if str(stale) not in wanted:
             stale.unlink()
     for job in jobs:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from tvts.asr.corpus_run import tasks_for, to_tables, transcribe_corpus
+from tvts.asr.journal import in_part, shard_of
 from tvts.config import Params
 from tvts.stages.common import progress_bar, record_params, write_metrics
 from tvts.tables import read_table, write_table
@@ -16,15 +17,24 @@ METRICS = Path("metrics/asr.json")
 
 
 def run(params: Params, corpus_dir: Path = CORPUS, out_dir: Path = OUT_DIR,
-        metrics_path: Path = METRICS) -> str:
+        metrics_path: Path = METRICS, shards: tuple[int, int] | None = None) -> str:
+    """The whole stage, or with `shards` = (i, n) only the videos of journal shards s with
+    s % n == i, journaled and not merged (a part of a Slurm array or a Dask fan-out; the
+    whole stage afterwards finds them done and merges)."""
     t0 = time.perf_counter()
     cfg = params.asr
     videos = read_table(corpus_dir / "videos.parquet", "videos")
     subtitles = read_table(corpus_dir / "subtitles.parquet", "subtitles")
-    tasks = tasks_for(videos, subtitles)
-    with progress_bar(len(tasks), f"asr ({cfg.engine})") as bar:
+    tasks = [t for t in tasks_for(videos, subtitles)
+             if in_part(shard_of(t.video_id, cfg.num_shards), shards)]
+    label = f" shards {shards[0]}/{shards[1]}" if shards else ""
+    with progress_bar(len(tasks), f"asr{label} ({cfg.engine})") as bar:
         result = transcribe_corpus(tasks, cfg, params.corpus.s3, params.corpus.cache_dir,
                                    out_dir / "shards", bar.update)
+    if shards:
+        return (f"asr{label}: {len(result.records) - result.resumed} videos transcribed, "
+                f"{result.resumed} already done; `tvts stage asr` merges every part; "
+                f"{time.perf_counter() - t0:.1f} s")
     words, quarantine, metrics = to_tables(result)
     write_table(words, out_dir / "words.parquet", "words")
     write_table(quarantine, out_dir / "quarantine.parquet", "quarantine")

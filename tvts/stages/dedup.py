@@ -45,7 +45,9 @@ def _read_manifests(directory: Path, sets: list[str]) -> pl.DataFrame:
 
 def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNSTREAM,
         truth_path: Path = TRUTH, out_dir: Path = OUT_DIR, report_dir: Path = REPORT,
-        metrics_path: Path = METRICS) -> str:
+        metrics_path: Path = METRICS, shards: tuple[int, int] | None = None) -> str:
+    """The whole stage, or with `shards` = (i, n) only the feature shards s with s % n == i
+    (one part of a fan-out; the whole stage afterwards reuses them and searches)."""
     t0 = time.perf_counter()
     cfg = params.dedup
     videos = read_table(videos_path, "videos")
@@ -55,7 +57,8 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
     encoder = EncoderSpec(cfg.encoder, cfg.clip_model, cfg.device, cfg.clip_batch_size)
     common: dict[str, Any] = dict(encoder=encoder, num_shards=cfg.num_shards,
                                   workers=cfg.workers, decode_size=cfg.decode_size,
-                                  s3=params.corpus.s3, cache_dir=params.corpus.cache_dir)
+                                  s3=params.corpus.s3, cache_dir=params.corpus.cache_dir,
+                                  part=shards)
 
     items = [FeatureItem(k, u, d, file_stamp(u))
              for k, u, d in manifest.select("key", "uri", "duration_s").iter_rows()]
@@ -71,6 +74,10 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
                           Sampling(fps=cfg.query_fps, max_frames=cfg.max_query_frames),
                           progress=bar.update, **common)
     t_features = time.perf_counter() - t0
+    if shards:
+        return (f"dedup shards {shards[0]}/{shards[1]}: features of "
+                f"{len(indexed.features.keys)} downstream clips and {len(queried.features.keys)}"
+                f" videos; `tvts stage dedup` searches them all; {t_features:.1f} s")
 
     index = build_index(indexed.features.vectors, cfg.exact_max_vectors, cfg.nprobe, params.seed)
     q_rows, i_rows, sims = search(index, queried.features.vectors, cfg.neighbours, cfg.threshold)

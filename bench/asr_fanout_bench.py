@@ -1,0 +1,92 @@
+"""ASR on demo videos in-process vs fanned out by shard on a local Dask cluster of 2 workers
+(the flow's `fan_out`, then the stage's merge), side by side in one run: wall time, the ratio,
+and whether the two words tables are identical.
+
+    python bench/asr_fanout_bench.py [--videos 24] [--workers 2]
+        [--out bench/results/asr_fanout.json]
+
+Needs the demo corpus (`dvc repro corpus`). Each side runs in its own scratch workspace with
+the first `--videos` videos; Prefect uses its temporary local server unless PREFECT_API_URL is
+set (started before the timing, by a warm-up flow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+from prefect import flow
+
+from flows.pipeline import fan_out, task_runner
+from tvts.tables import read_table, write_table
+
+
+def workspace(root: Path, videos: pl.DataFrame, subtitles: pl.DataFrame) -> Path:
+    (root / "data" / "corpus").mkdir(parents=True)
+    shutil.copy("params.yaml", root / "params.yaml")
+    write_table(videos, root / "data/corpus/videos.parquet", "videos")
+    write_table(subtitles, root / "data/corpus/subtitles.parquet", "subtitles")
+    return root
+
+
+def stage(ws: Path) -> None:
+    subprocess.run([sys.executable, "-m", "tvts", "stage", "asr"], cwd=ws, check=True,
+                   capture_output=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+
+
+@flow
+def warm_up() -> None:
+    """Starts Prefect's API (a temporary server when none is configured) before timing."""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=24)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="bench/results/asr_fanout.json")
+    args = ap.parse_args()
+    videos = read_table("data/corpus/videos.parquet", "videos").sort("video_id").head(
+        args.videos)
+    # the scratch workspaces are elsewhere: the demo's relative paths made absolute
+    videos = videos.with_columns(pl.col("uri").map_elements(
+        lambda u: str(Path(u).resolve()), return_dtype=pl.Utf8))
+    subtitles = read_table("data/corpus/subtitles.parquet", "subtitles")
+    warm_up()
+    with tempfile.TemporaryDirectory() as tmp:
+        a = workspace(Path(tmp) / "in_process", videos, subtitles)
+        b = workspace(Path(tmp) / "dask", videos, subtitles)
+        t = time.perf_counter()
+        stage(a)
+        in_process = time.perf_counter() - t
+        t = time.perf_counter()
+        fan_out.with_options(task_runner=task_runner("dask", args.workers))(
+            "asr", args.workers, str(b))
+        parts = time.perf_counter() - t
+        stage(b)  # the merge: every video is found done in the shards
+        dask = time.perf_counter() - t
+        wa = pl.read_parquet(a / "data/asr/words.parquet")
+        wb = pl.read_parquet(b / "data/asr/words.parquet")
+        merged = json.loads((b / "metrics/asr.json").read_text())
+    result = {"machine": {"cpus": os.cpu_count()}, "videos": videos.height,
+              "audio_min": round(float(videos["duration_s"].sum()) / 60, 2),
+              "dask_workers": args.workers,
+              "in_process_s": round(in_process, 1), "dask_s": round(dask, 1),
+              "dask_parts_s": round(parts, 1), "dask_merge_s": round(dask - parts, 1),
+              "ratio_in_process_over_dask": round(in_process / dask, 3),
+              "words": wa.height, "words_identical": wa.height > 0 and wa.equals(wb),
+              "merge_videos_resumed": merged["videos_resumed"]}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
