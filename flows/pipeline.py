@@ -235,13 +235,61 @@ def _uncached_outputs(root: Path) -> list[str]:
     return out
 
 
-def metrics_markdown(workspace: Path) -> str:
-    """`dvc metrics show` and the change against the last commit (`dvc metrics diff`)."""
+LAST_RUN = Path(".dvc/tmp/tvts-flow-last-metrics.json")  # git-ignored, per workspace
+
+
+def flat_metrics(workspace: Path) -> dict[str, Any]:
+    """Every number in metrics/*.json as `file:dotted.key` -> value."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix] = value
+
+    for path in sorted((workspace / "metrics").glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for k, v in (data.items() if isinstance(data, dict) else []):
+            walk(f"{path.name}:{k}", v)
+    return out
+
+
+def change_table(before: dict[str, Any], now: dict[str, Any]) -> str:
+    rows = [(k, before.get(k), now.get(k)) for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k)]
+    if not rows:
+        return "(no change)"
+    lines = ["| metric | previous run | this run | change |", "|---|---|---|---|"]
+    for k, a, b in rows:
+        delta = f"{b - a:+.4g}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            else ""
+        lines.append(f"| {k} | {'' if a is None else a} | {'' if b is None else b} | {delta} |")
+    return "\n".join(lines)
+
+
+def metrics_markdown(workspace: Path, root: Path) -> str:
+    """`dvc metrics show`, the change against the previous flow run on this workspace, and
+    against the last commit (`dvc metrics diff`)."""
     dvc = [sys.executable, "-m", "dvc", "metrics"]
     show = _run([*dvc, "show", "--md"], workspace).stdout.strip()
     diff = _run([*dvc, "diff", "--md"], workspace).stdout.strip()
-    return ("## Metrics\n\n" + (show or "(none)") + "\n\n## Change against the last commit\n\n"
-            + (diff or "(no change)") + "\n")
+    last = root / LAST_RUN
+    try:
+        before = json.loads(last.read_text())
+    except (OSError, json.JSONDecodeError):
+        before = {}
+    now = flat_metrics(workspace)
+    last.parent.mkdir(parents=True, exist_ok=True)
+    last.write_text(json.dumps(now))
+    return ("## Metrics\n\n" + (show or "(none)")
+            + "\n\n## Change against the previous run\n\n"
+            + (change_table(before, now) if before else "(first run)")
+            + "\n\n## Change against the last commit\n\n" + (diff or "(no change)") + "\n")
 
 
 def reports_markdown(workspace: Path) -> str:
@@ -283,7 +331,7 @@ def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = Non
                 fan_out.with_options(task_runner=task_runner(runner, shard_parts))(
                     name, shard_parts, str(workspace))
             results[name] = run_stage(name, str(workspace))
-        create_markdown_artifact(key="tvts-metrics", markdown=metrics_markdown(workspace),
+        create_markdown_artifact(key="tvts-metrics", markdown=metrics_markdown(workspace, root),
                                  description="metrics/*.json after this run")
         create_markdown_artifact(key="tvts-reports", markdown=reports_markdown(workspace),
                                  description="where this run's reports are")

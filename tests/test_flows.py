@@ -41,6 +41,19 @@ def test_overrides_apply_and_are_checked(tmp_path):
         apply_overrides(raw, {"sort..x": 1})
 
 
+def test_change_against_the_previous_run(tmp_path):
+    from flows.pipeline import change_table, flat_metrics
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps(
+        {"ssv2": {"linear": {"random": {"top1": 20.0}}}, "note": "text"}))
+    now = flat_metrics(tmp_path)
+    assert now == {"eval.json:ssv2.linear.random.top1": 20.0}
+    table = change_table({"eval.json:ssv2.linear.random.top1": 25.0}, now)
+    assert "| eval.json:ssv2.linear.random.top1 | 25.0 | 20.0 | -5 |" in table
+    assert change_table(now, now) == "(no change)"
+
+
 def test_stage_error_keeps_the_stages_own_message():
     out = ("Running stage 'downstream':\n> python -m tvts stage downstream\n"
            "error: downstream.sets.x = '/nope': not a directory.\n"
@@ -170,6 +183,10 @@ def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served)
     state, tasks, logs = _run_info(api, again)
     assert state == "COMPLETED"
     assert logs.count("up to date, skipped") == len(STAGES), logs
+    second = httpx.post(f"{api}/artifacts/filter",
+                        json={"artifacts": {"flow_run_id": {"any_": [again]}}}).json()
+    metrics_md = next(a["data"] for a in second if a["key"] == "tvts-metrics")
+    assert "Change against the previous run\n\n(no change)" in metrics_md
 
     before = (root / "params.yaml").read_text()
     exp = _trigger(root, env, overrides={"sort.lambda": 0.5}, experiment_name="lambda-half")
