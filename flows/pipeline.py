@@ -36,7 +36,7 @@ from tvts.config import ParamsError, resolve
 ROOT = Path(__file__).resolve().parents[1]  # the project root this flow is served from
 USER_ERROR_EXIT = 2  # `python -m tvts` exits 2 on a user error (bad params, a bad file)
 # stages whose per-video work splits by shard (`tvts stage <name> --shards i/n`)
-FANOUT_STAGES = ("asr", "dedup")
+FANOUT_STAGES = ("asr", "dedup", "evaluate")
 REPORTS = {"ASR validation (Data Docs)": "reports/asr_validation/index.html",
            "leakage review": "reports/leakage/index.html",
            "evaluation summary": "reports/eval/summary.md",
@@ -304,7 +304,7 @@ def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = Non
          runner: str = "local") -> dict[str, str]:
     """The pipeline: `stages` (default: all, in pipeline order) with params `overrides`
     (dotted keys; a run with overrides is kept as a DVC experiment). With `shard_parts` > 1
-    the per-video stages (asr, dedup) first run in that many parts at once on `runner`
+    the per-video stages (asr, dedup, evaluate) first run in that many parts at once on `runner`
     (`local`, `dask` for a local Dask cluster, or a Dask scheduler address), then the stage
     merges them."""
     log = get_run_logger()

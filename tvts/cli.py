@@ -24,7 +24,7 @@ def _params_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-SHARDED_STAGES = ("asr", "dedup")  # per-video work that splits by shard
+SHARDED_STAGES = ("asr", "dedup", "evaluate")  # per-video work that splits by shard
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", choices=STAGES)
     s.add_argument("--params", default="params.yaml")
     s.add_argument("--shards", metavar="I/N", default=None,
-                   help="asr, dedup: only part I of N of the per-video work (shards s with "
-                        "s %% N == I), journaled for the whole stage to merge")
+                   help="asr, dedup, evaluate: only part I of N of the per-video work "
+                        "(shards s with s %% N == I), kept for the whole stage to merge")
     s.set_defaults(func=_stage_cmd)
     r = sub.add_parser("reencode", help="re-encode a directory of videos for fast seeking")
     r.add_argument("src")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tvts.asr.journal import shard_of
+from tvts.asr.journal import in_part, shard_of
 from tvts.data.labelled import LabelledClips, LabelledItem
 from tvts.data.transforms import normalize
 from tvts.storage import atomic_path
@@ -180,12 +180,16 @@ class ExtractResult:
 def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: ViewSpec,
             out_dir: str | Path, num_shards: int, batch_size: int = 16, workers: int = 2,
             device: torch.device | None = None,
-            progress: Callable[[int], None] | None = None) -> ExtractResult:
-    """Features of `items` for every encoder under `out_dir/<encoder>/shard-*.npz`."""
+            progress: Callable[[int], None] | None = None,
+            part: tuple[int, int] | None = None) -> ExtractResult:
+    """Features of `items` for every encoder under `out_dir/<encoder>/shard-*.npz`. With
+    `part` = (i, n) only shards s with s % n == i (one part of a fan-out)."""
     out_dir, device = Path(out_dir), device or torch.device("cpu")
     by_shard: dict[int, list[ClipItem]] = {}
     for it in items:
-        by_shard.setdefault(shard_of(it.item_id, num_shards), []).append(it)
+        shard = shard_of(it.item_id, num_shards)
+        if in_part(shard, part):
+            by_shard.setdefault(shard, []).append(it)
 
     def path(enc: FrozenEncoder, shard: int) -> Path:
         return out_dir / enc.name / f"shard-{shard:05d}-of-{num_shards:05d}.npz"
@@ -246,11 +250,11 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
     for enc in encoders:
         folder = out_dir / enc.name
         wanted = {path(enc, s) for s in by_shard}
-        for stale in folder.glob("shard-*.npz") if folder.exists() else []:
+        for stale in folder.glob("shard-*.npz") if folder.exists() and part is None else []:
             if stale not in wanted:
                 stale.unlink()
     features = {e.name: ClipFeatures.concat([loaded[(e.name, s)] for s in sorted(by_shard)])
-                for e in encoders}
+                if by_shard else _stack(_empty(spec.views), spec.views) for e in encoders}
     return ExtractResult(features, len(by_shard) * len(encoders),
                          sum(1 for s in by_shard for e in encoders if s not in todo
                              or e not in todo[s]), len(work))

@@ -90,7 +90,10 @@ def _sort_loader(params: Params, videos_path: Path, words_path: Path) -> DataLoa
 
 def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Path] = MODELS,
         videos_path: Path = VIDEOS, words_path: Path = WORDS, out_dir: Path = OUT_DIR,
-        report_dir: Path = REPORT, metrics_path: Path = METRICS) -> str:
+        report_dir: Path = REPORT, metrics_path: Path = METRICS,
+        shards: tuple[int, int] | None = None) -> str:
+    """The whole stage, or with `shards` = (i, n) only the feature shards s with s % n == i
+    of every set (one part of a fan-out; the whole stage afterwards reuses them)."""
     t0 = time.perf_counter()
     cfg = params.evaluate
     device = _device(cfg.device)
@@ -111,9 +114,10 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
     failed: list[dict[str, Any]] = []
     timing: dict[str, float] = {}
     confusion_dir = report_dir / "confusion"
-    confusion_dir.mkdir(parents=True, exist_ok=True)
-    for stale in confusion_dir.glob("*.json"):
-        stale.unlink()
+    if not shards:  # a part leaves the stage's reports alone
+        confusion_dir.mkdir(parents=True, exist_ok=True)
+        for stale in confusion_dir.glob("*.json"):
+            stale.unlink()
     for set_name, protocols in params.eval_tasks().items():
         path = downstream_dir / f"{set_name}.parquet"
         if not path.exists():
@@ -139,11 +143,13 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                               ) as bar:
                 res = extract(items, encoders, spec, out_dir / "features" / set_name /
                               f"{part}-{spec.tag()}", cfg.num_shards, cfg.batch_size,
-                              cfg.loader_workers, device, bar.update)
+                              cfg.loader_workers, device, bar.update, shards)
             feats[part] = res.features
             failed += [{"video_id": f"{set_name}/{k}", "uri": None, "stage": STAGE,
                         "reason": r} for k, r in next(iter(res.features.values())).failed]
         timing[f"{set_name}_features_s"] = round(time.perf_counter() - t_set, 2)
+        if shards:
+            continue  # a part only extracts
         set_metrics: dict[str, Any] = {}
         for protocol in protocols:
             t_p = time.perf_counter()
@@ -172,6 +178,10 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
             timing[f"{set_name}_{protocol}_s"] = round(time.perf_counter() - t_p, 2)
         set_metrics["test_split"] = splits.test_split
         metrics[set_name] = set_metrics
+    if shards:
+        return (f"evaluate shards {shards[0]}/{shards[1]}: features of "
+                f"{', '.join(params.eval_tasks())} extracted; `tvts stage evaluate` runs the "
+                f"protocols; {time.perf_counter() - t0:.0f} s")
     if cfg.sort.enabled:
         t_s = time.perf_counter()
         loader = _sort_loader(params, videos_path, words_path)
