@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -139,7 +141,7 @@ def test_yt_temporal_source(tmp_path):
     assert videos["video_id"].to_list() == ["abcDEF12345"]
     assert videos["source"].to_list() == ["yt_temporal"]
     reasons = dict(zip(quarantine["video_id"], quarantine["reason"], strict=True))
-    assert reasons["noAnnotation"] == "no annotation file noAnnotation.json"
+    assert reasons["noAnnotation"].startswith("no annotation: noAnnotation.json")
     assert reasons["badJson0000"].startswith("annotation badJson0000.json unreadable")
     assert reasons["videoMissing"] == "annotation without a video file"
     subs = read_table(tmp_path / "out" / "subtitles.parquet", "subtitles")
@@ -147,6 +149,81 @@ def test_yt_temporal_source(tmp_path):
         {"video_id": "abcDEF12345", "idx": 0, "word": "hello", "start_s": 0.2},
         {"video_id": "abcDEF12345", "idx": 1, "word": "world", "start_s": 0.9},
     ]
+
+
+def _subs(words):  # type: ignore[no-untyped-def]
+    return [{"word": w, "time": 0.3 * i} for i, w in enumerate(words)]
+
+
+def test_yt_temporal_published_layouts(tmp_path):
+    """MERLOT's `<id>.grover.json` and `<id>.info.json`, a gzipped JSON-lines shard (two
+    videos, a malformed line, an id twice, an id without a video), first annotation wins."""
+    root = tmp_path / "yt"
+    root.mkdir()
+    for i, vid in enumerate(["groverVid01", "infoVid0001", "shardVid001", "shardVid002",
+                             "twiceVid001"]):
+        make_video(root / f"{vid}.mp4", seconds=2.0, seed=10 + i)
+    (root / "groverVid01.grover.json").write_text(json.dumps({"subtitles": _subs(["a", "b"])}))
+    (root / "infoVid0001.info.json").write_text(json.dumps({"subtitles": _subs(["c"])}))
+    (root / "twiceVid001.json").write_text(json.dumps({"subtitles": _subs(["first"])}))
+    lines = [json.dumps({"video_id": "shardVid001", "subtitles": _subs(["d", "e"])}),
+             "{not json",
+             json.dumps({"vid_id": "shardVid002", "subtitles": _subs(["f"]),
+                         "denoised": [], "info": {}}),
+             json.dumps({"video_id": "twiceVid001", "subtitles": _subs(["second"])}),
+             json.dumps({"video_id": "noSuchVideo", "subtitles": []})]
+    with gzip.open(root / "part-000.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    (root / "notes.txt").write_text("a file that is not a video")
+    _, videos, quarantine, metrics = _run(tmp_path, f"yt_temporal:{root}")
+    assert videos["video_id"].to_list() == ["groverVid01", "infoVid0001", "shardVid001",
+                                            "shardVid002", "twiceVid001"]
+    subs = read_table(tmp_path / "out" / "subtitles.parquet", "subtitles")
+    words = {v: g.sort("idx")["word"].to_list() for (v,), g in subs.group_by(["video_id"])}
+    assert words == {"groverVid01": ["a", "b"], "infoVid0001": ["c"],
+                     "shardVid001": ["d", "e"], "shardVid002": ["f"], "twiceVid001": ["first"]}
+    reasons = list(zip(quarantine["uri"], quarantine["reason"], strict=True))
+    assert any(u.endswith("part-000.jsonl.gz:2") and "line 2 of part-000.jsonl.gz" in r
+               for u, r in reasons), reasons
+    assert any(u.endswith("part-000.jsonl.gz:4") and r.startswith(
+        "duplicate annotation of twiceVid001: twiceVid001.json is used") for u, r in reasons)
+    assert any(u.endswith("part-000.jsonl.gz:5") and r == "annotation without a video file"
+               for u, r in reasons)
+    assert len(reasons) == 3
+    # the shard is read, not ignored; the stray file is named
+    assert metrics["ignored_files"] == 1 and metrics["ignored_examples"][0].endswith("notes.txt")
+    assert (tmp_path / "out" / "ignored_files.txt").read_text().strip().endswith("notes.txt")
+
+
+def _mpeg2(path: Path, seconds: float = 2.0, fps: int = 25) -> Path:
+    """A real MPEG-2 program stream (.mpeg), as broadcast captures and old DVDs carry."""
+    import av
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
+    with av.open(str(path), "w", format="mpeg") as out:
+        stream = out.add_stream("mpeg2video", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, 2 * i, axis=1), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_directory_source_takes_mpeg2_by_default(tmp_path):
+    from tvts.config import VIDEO_SUFFIXES, CorpusConfig
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _mpeg2(src / "broadcast.mpeg")
+    assert CorpusConfig().extensions == list(VIDEO_SUFFIXES)
+    common = {".mpeg", ".mpg", ".ts", ".m2ts", ".ogv", ".flv", ".wmv", ".3gp"}
+    assert common <= set(VIDEO_SUFFIXES)
+    _, videos, quarantine, metrics = _run(tmp_path, str(src))
+    assert [Path(u).name for u in videos["uri"]] == ["broadcast.mpeg"], quarantine
+    assert videos["duration_s"][0] == pytest.approx(2.0, abs=0.2)
+    assert metrics["ignored_files"] == 0
 
 
 # ---------------------------------------------------------------- S3 (a real local endpoint)
@@ -205,3 +282,21 @@ def test_demo_source_tables(tmp_path, micro_params):
     assert set(truth["video_id"]) <= set(videos["video_id"])
     assert (tmp_path / "out" / "params.resolved.yaml").exists()
     assert not (tmp_path / "out" / ".demo.partial").exists()
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_mpeg2_frames_decode_right_with_either_backend(tmp_path, backend):
+    """An MPEG-2 program stream starts its clock late and seeks imprecisely: frame times
+    start at 0 and every frame asked for is the one a plain pass from the start gives."""
+    import av
+
+    from tvts.video.decoders import open_video
+
+    path = _mpeg2(tmp_path / "clip.mpeg")
+    reader = open_video(path, backend, 36)
+    assert reader.frame_times[0] == 0.0 and reader.frame_times[-1] == pytest.approx(1.96)
+    frames = reader.get_frames(np.array([0, 25, 49, 3]))
+    with av.open(str(path)) as c:
+        plain = [f.to_ndarray(format="rgb24", width=48, height=36) for f in c.decode(video=0)]
+    for got, i in zip(frames, [0, 25, 49, 3], strict=True):
+        np.testing.assert_array_equal(got, plain[i])

@@ -31,6 +31,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+# The video containers every reader takes by default (corpus sources, downstream sets): the
+# common delivery formats, MPEG-2 program / transport streams and older web formats included.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m2v",
+                  ".ts", ".m2ts", ".mts", ".ogv", ".flv", ".wmv", ".3gp", ".3g2")
+
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -79,7 +84,7 @@ class CorpusConfig(_Section):
     s3: S3Config = S3Config()
     # Content-addressed cache of remote objects; outlives DVC's cleaning of stage outputs.
     cache_dir: str = ".cache/tvts"
-    extensions: list[str] = [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"]
+    extensions: list[str] = list(VIDEO_SUFFIXES)
     workers: PositiveInt = 2
     val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     min_duration_s: Annotated[float, Field(ge=0.0)] = 1.0

@@ -32,10 +32,11 @@ def content_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _last_frame_time(container: av.container.InputContainer, stream, duration_s: float) -> float:
-    """Time of the last decodable frame, decoding only the final stretch."""
+def _last_frame_time(container: av.container.InputContainer, stream, end_s: float) -> float:
+    """Time (on the stream's clock) of the last decodable frame, decoding only the final
+    stretch before `end_s`."""
     tb = float(stream.time_base)
-    target = max(0.0, duration_s - 2.0)
+    target = max(0.0, end_s - 2.0)
     container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
     last = -1.0
     for frame in container.decode(stream):
@@ -78,13 +79,20 @@ def probe_video(path: str | Path, verify_decode: bool = True) -> Probe:
                 raise ProbeError("no decodable video frame") from None
             except av.error.FFmpegError as e:
                 raise ProbeError(f"first frame does not decode ({e.strerror or e})") from None
+            # MPEG program / transport streams start their clock late (0.5 s and more) and
+            # carry an estimated duration: times are taken from the first frame's
+            start_s = (float(vs.start_time * vs.time_base)
+                       if vs.start_time is not None and vs.time_base is not None else 0.0)
             try:
-                last = _last_frame_time(container, vs, duration)
+                last = _last_frame_time(container, vs, start_s + duration) - start_s
             except av.error.FFmpegError as e:
                 raise ProbeError(
                     f"truncated or corrupt: the end does not decode ({e.strerror or e})"
                 ) from None
-            # A frame lasts 1/fps: the last one starts about that long before the end.
+            # A frame lasts 1/fps: the last one starts about that long before the end; frames
+            # that go on past an estimated duration extend it
+            if last + 1.5 / fps > duration:
+                duration = round(last + 1.0 / fps, 6)
             if last < duration - max(1.0, 0.05 * duration):
                 raise ProbeError(
                     f"truncated: frames stop at {max(last, 0):.2f} s of {duration:.2f} s"

@@ -6,7 +6,9 @@ video without annotation) carries its reason and goes straight to quarantine.
 
 from __future__ import annotations
 
+import gzip
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,12 @@ class Collected:
     candidates: list[Candidate]
     # YT-Temporal words: (source_id, idx, word, start_s)
     subtitles: list[dict[str, Any]] = field(default_factory=list)
-    ignored_files: int = 0
+    # files / objects not taken (their suffix is not in corpus.extensions), by name
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def ignored_files(self) -> int:
+        return len(self.ignored)
 
 
 def source_kind(source: str) -> str:
@@ -56,21 +63,31 @@ def _existing_dir(path: str, key_value: str) -> Path:
     return p
 
 
-def _video_files(root: Path, extensions: list[str]) -> tuple[list[Path], int]:
-    """Video files under `root` (hidden ones skipped) and the count of other files, not
-    counting sidecars that share a video's name (`clip.mp4` + `clip.json`)."""
+def _sidecar_base(p: Path) -> Path:
+    """`clip.json`, `clip.grover.json`, `clip.info.json` -> `clip` (a video's annotation)."""
+    base = p.with_suffix("")
+    return base.with_suffix("") if p.suffix.lower() == ".json" and base.suffix else base
+
+
+def _video_files(root: Path, extensions: list[str], skip: tuple[str, ...] = ()
+                 ) -> tuple[list[Path], list[Path]]:
+    """Video files under `root` (hidden ones skipped) and the other files, leaving out
+    sidecars that share a video's name (`clip.mp4` + `clip.json` or `clip.grover.json`) and
+    names ending in `skip` (annotation shards the source reads)."""
     files, others = [], []
     for p in sorted(root.rglob("*")):
         if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
             continue
         (files if p.suffix.lower() in extensions else others).append(p)
     stems = {p.with_suffix("") for p in files}
-    return files, sum(p.with_suffix("") not in stems for p in others)
+    return files, [p for p in others if p.with_suffix("") not in stems
+                   and _sidecar_base(p) not in stems and not p.name.lower().endswith(skip)]
 
 
 def scan_dir(root: Path, cfg: CorpusConfig, source: str = "dir") -> Collected:
     files, ignored = _video_files(root, cfg.extensions)
-    return Collected([Candidate(display_path(p), p, source) for p in files], ignored_files=ignored)
+    return Collected([Candidate(display_path(p), p, source) for p in files],
+                     ignored=[display_path(p) for p in ignored])
 
 
 def fetch_s3(cfg: CorpusConfig) -> Collected:
@@ -87,12 +104,12 @@ def fetch_s3(cfg: CorpusConfig) -> Collected:
 
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers * 2)) as pool:
         candidates = list(pool.map(one, wanted))
-    return Collected(candidates, ignored_files=len(objects) - len(wanted))
+    return Collected(candidates, ignored=[o.uri for o in objects
+                                          if Path(o.key).suffix.lower() not in cfg.extensions])
 
 
-def _read_subtitles(path: Path, video_id: str) -> list[dict[str, Any]]:
-    """MERLOT per-video JSON: `subtitles` = [{"word": str, "time": float}, ...]."""
-    data = json.loads(path.read_text())
+def subtitle_rows(data: Any, video_id: str) -> list[dict[str, Any]]:
+    """MERLOT's annotation of one video: `subtitles` = [{"word": str, "time": float}, ...]."""
     subs = data.get("subtitles") if isinstance(data, dict) else None
     if not isinstance(subs, list):
         raise ValueError("no `subtitles` list")
@@ -107,35 +124,106 @@ def _read_subtitles(path: Path, video_id: str) -> list[dict[str, Any]]:
     return rows
 
 
+# Keys a JSON-lines shard's objects carry their video id under, in the order tried.
+ID_KEYS = ("video_id", "vid_id", "id", "youtube_id")
+SHARD_SUFFIXES = (".jsonl", ".jsonl.gz")
+
+
+@dataclass
+class _Annotation:
+    where: str  # the file, or shard:line
+    label: str  # the same, by name
+    data: Any | None = None  # the parsed object (shards), or None: read the file when needed
+    path: Path | None = None
+
+
+def _annotation_id(path: Path, videos: dict[str, Path]) -> str:
+    """`<id>.json` -> id; `<id>.<tag>.json` (`.grover.json`, `.info.json`) -> id when the
+    video is `<id>.*` (YouTube ids hold no dots)."""
+    stem = path.name[: -len(".json")]
+    if stem in videos or "." not in stem:
+        return stem
+    base = stem.rsplit(".", 1)[0]
+    return base if base in videos else stem
+
+
+def _shard_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a JSON-lines shard, gzipped or not, streamed."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        yield from enumerate(f, start=1)
+
+
 def scan_yt_temporal(cfg: CorpusConfig) -> Collected:
+    """Videos paired with MERLOT annotations: per-video `<id>.json` / `<id>.grover.json` /
+    `<id>.info.json`, or JSON-lines shards (`*.jsonl`, `*.jsonl.gz`, one object per video with
+    its id), streamed. An id annotated twice keeps the first (in file order, per-video files
+    first) and records the other; everything unmatched or unreadable is a quarantine reason."""
     root = _existing_dir(cfg.source[len(YT_PREFIX) :], cfg.source)
-    files, ignored = _video_files(root, cfg.extensions)
+    files, ignored = _video_files(root, cfg.extensions, SHARD_SUFFIXES)
     videos: dict[str, Path] = {}
     for p in files:
         videos.setdefault(p.stem, p)
-    annotations = {p.stem: p for p in sorted(root.rglob("*.json"))}
+    found: dict[str, _Annotation] = {}
     candidates: list[Candidate] = []
+
+    def keep(vid: str, ann: _Annotation) -> None:
+        if vid in found:
+            candidates.append(Candidate(ann.where, None, "yt_temporal", vid, error=(
+                f"duplicate annotation of {vid}: {found[vid].label} is used")))
+        else:
+            found[vid] = ann
+
+    taken = set(files)
+    per_video = [p for p in sorted(root.rglob("*.json")) if p not in taken]
+    for p in sorted(per_video, key=lambda q: (q.name.count("."), str(q))):  # <id>.json first
+        keep(_annotation_id(p, videos), _Annotation(display_path(p), p.name, path=p))
+    shards = sorted(p for p in root.rglob("*") if p.is_file()
+                    and p.name.lower().endswith(SHARD_SUFFIXES))
+    for shard in shards:
+        try:
+            for n, line in _shard_lines(shard):
+                where = f"{display_path(shard)}:{n}"
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    vid = next(str(obj[k]) for k in ID_KEYS if isinstance(obj, dict) and k in obj)
+                except (json.JSONDecodeError, StopIteration):
+                    candidates.append(Candidate(where, None, "yt_temporal", None, error=(
+                        f"line {n} of {shard.name} is not a JSON object with a video id "
+                        f"({' / '.join(ID_KEYS)})")))
+                    continue
+                if vid in videos or vid not in found:
+                    # only the videos found keep their words in memory
+                    keep(vid, _Annotation(where, f"{shard.name}:{n}",
+                                          obj if vid in videos else None))
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            candidates.append(Candidate(display_path(shard), None, "yt_temporal", None,
+                                        error=f"annotation shard unreadable: {e}"))
     subtitles: list[dict[str, Any]] = []
-    for vid in sorted(set(videos) | set(annotations)):
-        video, ann = videos.get(vid), annotations.get(vid)
+    for vid in sorted(set(videos) | set(found)):
+        video, ann = videos.get(vid), found.get(vid)
         if video is None:
-            candidates.append(Candidate(display_path(ann), None, "yt_temporal", vid,  # type: ignore[arg-type]
+            assert ann is not None
+            candidates.append(Candidate(ann.where, None, "yt_temporal", vid,
                                         error="annotation without a video file"))
             continue
         uri = display_path(video)
         if ann is None:
-            candidates.append(Candidate(uri, None, "yt_temporal", vid,
-                                        error=f"no annotation file {vid}.json"))
+            candidates.append(Candidate(uri, None, "yt_temporal", vid, error=(
+                f"no annotation: {vid}.json, {vid}.grover.json or a line of a .jsonl shard")))
             continue
         try:
-            rows = _read_subtitles(ann, vid)
+            data = ann.data if ann.path is None else json.loads(ann.path.read_text())
+            rows = subtitle_rows(data, vid)
         except (ValueError, OSError) as e:
             candidates.append(Candidate(uri, None, "yt_temporal", vid,
-                                        error=f"annotation {ann.name} unreadable: {e}"))
+                                        error=f"annotation {ann.label} unreadable: {e}"))
             continue
         subtitles.extend(rows)
         candidates.append(Candidate(uri, video, "yt_temporal", vid))
-    return Collected(candidates, subtitles, ignored_files=ignored)
+    return Collected(candidates, subtitles, ignored=[display_path(p) for p in ignored])
 
 
 def collect(cfg: CorpusConfig) -> Collected:

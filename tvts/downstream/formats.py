@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from tvts.config import VIDEO_SUFFIXES
 from tvts.errors import UserError
 
 Row = dict[str, Any]
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp",
-                  ".flv", ".ogv", ".ts", ".wmv"}
 
 
 def row(name: str, item_id: str, uri: Path | str, split: str | None, label: str | None = None,

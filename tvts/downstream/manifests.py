@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvts.config import DownstreamSource
-from tvts.downstream.formats import ADAPTERS, VIDEO_SUFFIXES, Row, row
+from tvts.config import VIDEO_SUFFIXES, DownstreamSource
+from tvts.downstream.formats import ADAPTERS, Row, row
 from tvts.errors import UserError
 
 DEMO_ROOT = Path("data/corpus/demo/downstream")

@@ -14,11 +14,12 @@ from tvts.corpus.build import inspect_all, tabulate
 from tvts.corpus.demo.generate import demo_item_count, generate_demo
 from tvts.corpus.sources import Collected, collect, scan_dir, source_kind
 from tvts.stages.common import progress_bar, record_params, write_metrics
-from tvts.storage import display_path
+from tvts.storage import atomic_write_text, display_path
 from tvts.tables import frame, write_table
 
 OUT_DIR = Path("data/corpus")
 METRICS = Path("metrics/corpus.json")
+IGNORED_SHOWN = 20  # names in the metrics; ignored_files.txt lists them all
 
 
 def _generate(params: Params, out_dir: Path) -> tuple[Collected, list[dict]]:
@@ -64,6 +65,7 @@ def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS) -
     write_table(quarantine, out_dir / "quarantine.parquet", "quarantine")
     write_table(subtitles, out_dir / "subtitles.parquet", "subtitles")
     write_table(leak_truth, out_dir / "leak_truth.parquet", "leak_truth")
+    atomic_write_text(out_dir / "ignored_files.txt", "".join(f"{n}\n" for n in collected.ignored))
     record_params(params, out_dir)
 
     reasons = Counter(r.split(":")[0].split(" (")[0] for r in quarantine["reason"])
@@ -76,6 +78,8 @@ def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS) -
         "hours": round(float(videos["duration_s"].sum()) / 3600, 4),
         "val_videos": int((videos["split"] == "val").sum()),
         "ignored_files": collected.ignored_files,
+        # by name: nothing is left out silently (all of them in ignored_files.txt)
+        "ignored_examples": collected.ignored[:IGNORED_SHOWN],
         "planted_leaks": leak_truth.height,
     }
     write_metrics(metrics_path, metrics)

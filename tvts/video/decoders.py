@@ -147,12 +147,37 @@ class PyAVReader:
             raise DecodeError(f"PyAV failed decoding {self.path}: {e.strerror or e}") from None
         missing = [i for i in wanted if i not in got]
         if missing:
+            # seeking in MPEG program / transport streams can land after the keyframe asked
+            # for: what was skipped comes from one pass from the start
+            self._decode_in_order(missing, got)
+            missing = [i for i in wanted if i not in got]
+        if missing:
             raise DecodeError(f"{self.path}: frames {missing[:4]} could not be decoded "
                               "(truncated or corrupt)")
         return np.stack([got[int(i)] for i in indices])
 
 
+    def _decode_in_order(self, indices: list[int], got: dict[int, np.ndarray]) -> None:
+        import av
+
+        by_pts = {self._pts[i]: i for i in indices}
+        last = max(by_pts)
+        try:
+            with av.open(self.path) as c:
+                for frame in c.decode(c.streams.video[0]):
+                    if frame.pts in by_pts:
+                        got[by_pts[frame.pts]] = frame.to_ndarray(
+                            format="rgb24", width=self.width, height=self.height)
+                    if frame.pts is not None and frame.pts >= last:
+                        break
+        except av.error.FFmpegError as e:
+            raise DecodeError(f"PyAV failed decoding {self.path}: {e.strerror or e}") from None
+
+
 BACKENDS = {"decord": DecordReader, "pyav": PyAVReader}
+# MPEG program and transport streams: decord's frame index gives them no usable timestamps,
+# so they are read with PyAV whichever backend is asked for
+PYAV_ONLY_SUFFIXES = {".mpg", ".mpeg", ".m2v", ".ts", ".m2ts", ".mts", ".vob"}
 
 
 def available_backend(name: str) -> str:
@@ -167,6 +192,8 @@ def open_video(path: str | Path, backend: str = "decord", short_side: int | None
     """A reader whose frames come with their shorter side `short_side`. `source_size`
     (width, height), when the caller knows it (the videos table), spares a probe."""
     backend = available_backend(backend)
+    if Path(path).suffix.lower() in PYAV_ONLY_SUFFIXES:
+        backend = "pyav"
     if backend not in BACKENDS:
         raise ValueError(f"unknown decoder {backend!r}; known: {', '.join(BACKENDS)}")
     path = str(path)
