@@ -380,8 +380,8 @@ class EvaluateConfig(_Section):
     recall_at: list[PositiveInt] = [1, 5, 10, 50]
     # exported encoders to evaluate; `random`: the same architecture with seeded random
     # weights (the model before its first step), so the floor is in every run
-    encoders: list[Literal["pretrain", "post_pretrain", "random"]] = [
-        "pretrain", "post_pretrain", "random"]
+    encoders: Annotated[list[Literal["pretrain", "post_pretrain", "random"]],
+                        Field(min_length=1)] = ["pretrain", "post_pretrain", "random"]
     # set (a name in downstream.sets) -> protocols: linear, attentive, v2v, t2v. null: every
     # set of downstream.sets with the protocols its kind takes (classification sets: linear,
     # attentive, v2v; captioned sets: t2v)

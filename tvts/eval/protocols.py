@@ -61,7 +61,8 @@ def _labelled(feats: ClipFeatures, rows: pl.DataFrame, classes: dict[str, int] |
               ) -> tuple[ClipFeatures, np.ndarray, list[str]]:
     rows = rows.filter(pl.col("label").is_not_null())
     label_of = dict(zip(rows["downstream_id"], rows["label"], strict=True))
-    ids = [i for i in rows["downstream_id"] if i in set(feats.ids)
+    have = set(feats.ids)
+    ids = [i for i in rows["downstream_id"] if i in have
            and (classes is None or label_of[i] in classes)]
     sub = feats.select(ids)
     labels = [label_of[i] for i in sub.ids]
