@@ -154,7 +154,7 @@ def load_shard(path: Path, fingerprint: str | None = None) -> ClipFeatures | Non
         return None
 
 
-def _empty(views: int) -> dict[str, list[Any]]:
+def _empty() -> dict[str, list[Any]]:
     return {"ids": [], "failed": [], **{a: [] for a in ARRAYS}}
 
 
@@ -212,7 +212,7 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
                             spatial_views=spec.spatial)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if work else 0,
                         collate_fn=_collate, persistent_workers=False)
-    acc = {(e.name, s): _empty(spec.views) for s, encs in todo.items() for e in encs}
+    acc = {(e.name, s): _empty() for s, encs in todo.items() for e in encs}
     remaining = {s: len(by_shard[s]) for s in todo}
     pos = 0
     for batch in loader:
@@ -254,7 +254,7 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
             if stale not in wanted:
                 stale.unlink()
     features = {e.name: ClipFeatures.concat([loaded[(e.name, s)] for s in sorted(by_shard)])
-                if by_shard else _stack(_empty(spec.views), spec.views) for e in encoders}
+                if by_shard else _stack(_empty(), spec.views) for e in encoders}
     return ExtractResult(features, len(by_shard) * len(encoders),
                          sum(1 for s in by_shard for e in encoders if s not in todo
                              or e not in todo[s]), len(work))

@@ -27,6 +27,7 @@ from tvts.eval.features import ClipItem, FrozenEncoder, ViewSpec, extract, weigh
 from tvts.eval.probes import ProbeSettings
 from tvts.eval.protocols import classify, set_splits, text_to_video, video_to_video
 from tvts.eval.sorting import sort_accuracies
+from tvts.eval.summary import headline, summary_table
 from tvts.models.text_encoder import load_tokenizer
 from tvts.models.tvts_model import TVTSModel
 from tvts.stages.common import progress_bar, record_params, write_metrics
@@ -197,48 +198,3 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
     write_metrics(metrics_path, metrics)
     atomic_write_text(report_dir / "summary.md", summary_table(metrics))
     return "evaluate: " + headline(metrics) + f"; {timing['total_s']:.0f} s"
-
-
-def headline(metrics: dict[str, Any]) -> str:
-    """One line: the first metric of each protocol, per encoder."""
-    parts = []
-    first = {"linear": "top1", "attentive": "top1", "v2v": "R@1", "t2v": "R@1",
-             "sort": "acc_video"}
-    for set_name, protocols in metrics.items():
-        if not isinstance(protocols, dict) or set_name == "timing":
-            continue
-        for protocol, by_encoder in protocols.items():
-            if not isinstance(by_encoder, dict):
-                continue
-            key = first.get(protocol, "")
-            values = ", ".join(f"{e} {m.get(key, float('nan')):.3g}"
-                               for e, m in by_encoder.items())
-            parts.append(f"{set_name} {protocol} {key}: {values}")
-    return "; ".join(parts)
-
-
-def summary_table(metrics: dict[str, Any]) -> str:
-    """A Markdown table a person can read: one row per (set, protocol, metric), one column
-    per encoder."""
-    encoders: list[str] = []
-    rows = []
-    for set_name, protocols in metrics.items():
-        if set_name == "timing" or not isinstance(protocols, dict):
-            continue
-        for protocol, by_encoder in protocols.items():
-            if not isinstance(by_encoder, dict):
-                continue
-            for e in by_encoder:
-                if e not in encoders:
-                    encoders.append(e)
-            keys = list(next(iter(by_encoder.values())))
-            for key in keys:
-                rows.append((set_name, protocol, key,
-                             [by_encoder.get(e, {}).get(key) for e in encoders]))
-    head = "| set | protocol | metric | " + " | ".join(encoders) + " |\n"
-    head += "|---|---|---|" + "---|" * len(encoders) + "\n"
-    body = "".join(f"| {s} | {p} | {k} | "
-                   + " | ".join("" if v is None else f"{v:.4g}" if isinstance(v, float)
-                                else str(v) for v in vals) + " |\n"
-                   for s, p, k, vals in rows)
-    return head + body
