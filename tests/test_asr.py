@@ -103,6 +103,20 @@ def test_words_outside_speech_are_dropped_and_punctuation_cleaned():
     assert out.dropped_outside_speech == 1
 
 
+def test_words_stretched_over_silence_are_trimmed_to_the_speech():
+    """Whisper's first word after silence starts where the silence starts (0.0 at the start
+    of a file); its last one ends at the end of the window. Kept, trimmed to the speech; a
+    word that only touches speech is still dropped."""
+    cfg = resolve({}).asr
+    speech = [(0.8, 2.5), (4.8, 6.5)]
+    raw = [Word("the", 0.0, 1.04, 0.9), Word("green", 1.04, 1.3, 0.9),
+           Word("left", 2.2, 4.0, 0.9), Word("um", 4.0, 4.85, 0.3), Word("the", 4.9, 5.1, 0.9)]
+    out = finish(raw, speech, cfg)
+    assert [(w.word, w.start_s, w.end_s) for w in out.words] == [
+        ("the", 0.8, 1.04), ("green", 1.04, 1.3), ("left", 2.2, 2.5), ("the", 4.9, 5.1)]
+    assert out.dropped_outside_speech == 1
+
+
 def test_yt_temporal_words_get_capped_ends():
     rows = import_subtitles((("hello", 0.5), ("big", 0.9), ("world", 4.0)), 4.3, 1.0)
     assert rows == [["hello", 0.5, 0.9, None], ["big", 0.9, 1.9, None],

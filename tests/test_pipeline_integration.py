@@ -85,6 +85,11 @@ def test_dvc_repro_runs_the_pipeline(repo):
     assert set(sort) == encoders
     assert {"acc_video", "acc_text_only", "seq_acc_video", "chance_seq_acc_permutation"} \
         <= set(sort["pretrain"])
+    # the text-only control: a sorter trained as pretraining trains its own, without video
+    control = ev["transcripts"]["text_only_sorter"]["pretrain"]
+    assert {"acc", "seq_acc", "train_acc", "chance_acc"} <= set(control)
+    assert control["train_videos"] == pre["train_videos"]
+    assert control["held_out_samples"] > 0
     confusion = json.loads((repo / "reports/eval/confusion/ssv2-pretrain.json").read_text())
     assert len(confusion) == ev["ssv2"]["linear"]["pretrain"]["test_clips"]
     assert (repo / "reports/eval/summary.md").read_text().startswith("| set |")

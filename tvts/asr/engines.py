@@ -1,7 +1,8 @@
 """Two ASR engines behind one interface, both giving words with start, end and confidence.
 
 Shared guards against Whisper's failure modes: voice activity detection decides where speech
-is (no words are kept outside it, so nothing is invented on silence or music), and repeated
+is (no words are kept outside it, so nothing is invented on silence or music, and a word
+stretched over the silence next to it is trimmed to the speech), and repeated
 n-grams beyond `asr.max_repeats` in a row are cut (repetition loops).
 """
 
@@ -81,15 +82,35 @@ def cut_repeats(words: list[Word], max_repeats: int, max_n: int = 4) -> tuple[li
     return out, cut
 
 
+MIN_SPEECH_OVERLAP_S = 0.08
+
+
+def in_speech(word: Word, speech: list[tuple[float, float]]) -> Word | None:
+    """`word` trimmed to the speech span it overlaps most, or None when it barely touches
+    speech (a word invented on silence).
+
+    Whisper stretches a word over the silence next to it: the first word after a pause
+    often starts where the pause starts (0.0 at the start of a file), the last one ends at
+    the end of the window. The voice activity detector knows where the silence is."""
+    best, overlap = None, 0.0
+    for a, b in speech:
+        o = min(word.end_s, b) - max(word.start_s, a)
+        if o > overlap:
+            best, overlap = (a, b), o
+    if best is None or overlap < min(MIN_SPEECH_OVERLAP_S, (word.end_s - word.start_s) / 2):
+        return None
+    return Word(word.word, max(word.start_s, best[0]), min(word.end_s, best[1]),
+                word.confidence)
+
+
 def finish(raw: list[Word], speech: list[tuple[float, float]] | None, cfg: AsrConfig
            ) -> Transcript:
-    """Clean words, keep only those whose middle lies in speech, cut repetition loops."""
+    """Clean words, keep those in speech (trimmed to it), cut repetition loops."""
     words = [Word(w, s, max(e, s), c) for w0, s, e, c in
              ((r.word, r.start_s, r.end_s, r.confidence) for r in raw) if (w := clean_word(w0))]
     dropped = 0
     if speech is not None:
-        kept = [w for w in words
-                if any(a <= (w.start_s + w.end_s) / 2 <= b for a, b in speech)]
+        kept = [t for w in words if (t := in_speech(w, speech)) is not None]
         dropped = len(words) - len(kept)
         words = kept
     words, cut = cut_repeats(words, cfg.max_repeats)

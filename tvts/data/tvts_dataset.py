@@ -19,7 +19,13 @@ from torch.utils.data import Dataset
 from tvts.config import Params, S3Config
 from tvts.data.frames import tsn_indices
 from tvts.data.transforms import crop_clip
-from tvts.data.windows import NoValidSample, draw_windows, shuffle, windows_possible
+from tvts.data.windows import (
+    NoValidSample,
+    Windows,
+    draw_windows,
+    shuffle,
+    windows_possible,
+)
 from tvts.models.video_vit import sample_keep
 from tvts.storage import local_file
 from tvts.video.decoders import DecodeError, open_video
@@ -98,12 +104,25 @@ def split_feasible(entries: list[VideoEntry], spec: SampleSpec
     return ok, never
 
 
+def _draw(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator
+          ) -> tuple[Windows, list[str], np.ndarray]:
+    windows = draw_windows(rng, entry.duration_s, entry.times, entry.words,
+                           spec.num_transcripts, spec.window_s, spec.gap_s, spec.max_tries)
+    shuffled, order = shuffle(rng, windows.transcripts)
+    return windows, [" ".join(t) for t in shuffled], order
+
+
+def draw_transcripts(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator
+                     ) -> tuple[list[str], np.ndarray]:
+    """A sample's shuffled transcripts and each one's true position, without the video."""
+    _, texts, order = _draw(entry, spec, rng)
+    return texts, order
+
+
 def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
                   path: str | None = None) -> list[dict[str, Any]]:
     """`samples_per_decode` samples from one decoded span (same transcripts)."""
-    windows = draw_windows(rng, entry.duration_s, entry.times, entry.words,
-                           spec.num_transcripts, spec.window_s, spec.gap_s, spec.max_tries)
-    texts, order = shuffle(rng, windows.transcripts)
+    windows, texts, order = _draw(entry, spec, rng)
     reader = open_video(path or entry.uri, spec.decoder, spec.resize_short, entry.size)
     t0, t1 = windows.span
     index_sets = [tsn_indices(reader.frame_times, t0, t1, spec.num_frames, spec.train, rng)
@@ -118,7 +137,7 @@ def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
         samples.append({
             "video": crop_clip(frames, spec.frame_size, spec.train, rng),
             "keep": sample_keep(spec.slices, spec.patches, spec.mask_ratio, gen),
-            "text": [" ".join(t) for t in texts],
+            "text": texts,
             "order": torch.from_numpy(order),
             "video_id": entry.video_id,
             "frame_indices": torch.from_numpy(indices),

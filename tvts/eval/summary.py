@@ -9,7 +9,7 @@ def headline(metrics: dict[str, Any]) -> str:
     """One line: the first metric of each protocol, per encoder."""
     parts = []
     first = {"linear": "top1", "attentive": "top1", "v2v": "R@1", "t2v": "R@1",
-             "sort": "acc_video"}
+             "sort": "acc_video", "text_only_sorter": "acc"}
     for set_name, protocols in metrics.items():
         if not isinstance(protocols, dict) or set_name == "timing":
             continue

@@ -5,6 +5,7 @@ metrics/eval.json (set -> protocol -> encoder -> metric), linear-probe confusion
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tvts.data.tvts_dataset import (
     SampleSpec,
     TVTSCollate,
     TVTSDataset,
+    VideoEntry,
     load_entries,
     split_entries,
     split_feasible,
@@ -28,6 +30,7 @@ from tvts.eval.probes import ProbeSettings
 from tvts.eval.protocols import classify, set_splits, text_to_video, video_to_video
 from tvts.eval.sorting import sort_accuracies
 from tvts.eval.summary import headline, summary_table
+from tvts.eval.text_sorter import TextSortSettings, train_text_only_sorter
 from tvts.models.text_encoder import load_tokenizer
 from tvts.models.tvts_model import TVTSModel
 from tvts.stages.common import progress_bar, record_params, write_metrics
@@ -73,12 +76,18 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in d.items()}
 
 
-def _sort_loader(params: Params, videos_path: Path, words_path: Path) -> DataLoader | None:
-    """The pretrain stage's held-out samples (same videos, seed and spec as its validation)."""
+def _corpus_split(params: Params, videos_path: Path, words_path: Path
+                  ) -> tuple[list[VideoEntry], list[VideoEntry]]:
+    """The pretrain stage's training and held-out videos."""
     videos = read_table(videos_path, "videos")
     spec = SampleSpec.from_params(params, False, 0.0)
     usable, _ = split_feasible(load_entries(videos, read_table(words_path, "words")), spec)
-    _, val = split_entries(usable, videos)
+    return split_entries(usable, videos)
+
+
+def _sort_loader(params: Params, val: list[VideoEntry]) -> DataLoader | None:
+    """The pretrain stage's held-out samples (same videos, seed and spec as its validation)."""
+    spec = SampleSpec.from_params(params, False, 0.0)
     if not val:
         return None
     data = TVTSDataset(val, spec, params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
@@ -87,6 +96,30 @@ def _sort_loader(params: Params, videos_path: Path, words_path: Path) -> DataLoa
                       num_workers=params.evaluate.loader_workers,
                       collate_fn=TVTSCollate(params.model.text.name,
                                              params.data.max_text_tokens))
+
+
+def _text_only_control(params: Params, model: TVTSModel, train: list[VideoEntry],
+                       val: list[VideoEntry], tokenizer: Any, device: torch.device
+                       ) -> dict[str, float]:
+    """A sorter as pretraining built and trained it, on `model`'s text features alone."""
+    p, cap = params.pretrain, params.evaluate.sort.text_only_videos
+    if cap is not None and len(train) > cap:
+        train = [train[i] for i in sorted(random.Random(params.seed).sample(range(len(train)),
+                                                                            cap))]
+    settings = TextSortSettings(p.epochs, p.clips_per_video, p.batch_size, p.lr,
+                                p.weight_decay, p.schedule, p.lr_milestones, p.warmup_epochs,
+                                params.evaluate.sort.clips_per_video, params.seed)
+    text = model.text.to(device).eval()
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        enc = tokenizer(texts, padding=True, truncation=True,
+                        max_length=params.data.max_text_tokens, return_tensors="pt").to(device)
+        return text(enc["input_ids"], enc["attention_mask"])
+
+    sorter = random_model(params).sorter  # the pretraining sorter's initial weights
+    result = train_text_only_sorter(sorter, encode, train, val,
+                                    SampleSpec.from_params(params, False, 0.0), settings)
+    return result | {"train_videos": len(train)}
 
 
 def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Path] = MODELS,
@@ -185,10 +218,15 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                 f"protocols; {time.perf_counter() - t0:.0f} s")
     if cfg.sort.enabled:
         t_s = time.perf_counter()
-        loader = _sort_loader(params, videos_path, words_path)
+        train, val = _corpus_split(params, videos_path, words_path)
+        loader = _sort_loader(params, val)
         if loader is not None:
             metrics["transcripts"] = {"sort": {n: _round(m) for n, m in
                                                sort_accuracies(nets, loader, device).items()}}
+            if cfg.sort.text_only_control:
+                name = next(iter(nets))
+                metrics["transcripts"]["text_only_sorter"] = {name: _round(
+                    _text_only_control(params, nets[name], train, val, tokenizer, device))}
         timing["sort_s"] = round(time.perf_counter() - t_s, 2)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_table(frame(failed, "quarantine"), out_dir / "quarantine.parquet", "quarantine")

@@ -31,11 +31,13 @@ from tvts.corpus.demo.scene import (
     Segment,
     State,
     Thing,
+    actions_for,
     apply,
     background,
     draw,
     mix_audio,
     plan_narrated,
+    plan_slots,
     random_state,
     random_things,
     render,
@@ -46,7 +48,6 @@ from tvts.corpus.demo.scene import (
 from tvts.corpus.demo.speech import Synthesizer
 from tvts.parallel import process_map
 from tvts.storage import atomic_path, atomic_write_text
-from tvts.video.audio import read_audio
 
 # Evaluation sets whose clips may be planted into the pretraining corpus.
 LEAK_SOURCES = ("ssv2", "msrvtt")
@@ -64,6 +65,7 @@ SSV2_TEMPLATES = {
 }
 ALTERATIONS = ("rescale", "crop", "rescale+crop")
 _LEAK_QUALITY, _QUALITY = 32, 23
+_SCRIPT_CODE = 1  # the scripts' generators, apart from the videos'
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def _captioned_clip(job: Job) -> dict[str, Any]:
     things = random_things(rng, int(rng.integers(1, 3)))
     initial = [random_state(rng) for _ in things]
     duration = float(rng.uniform(5.0, 7.0))
-    segments = plan_narrated(rng, _synth(cfg), duration, things, initial, 0.0, lead_s=0.3)
+    segments = plan_narrated(rng, _synth(cfg), duration, things, initial, lead_s=0.3)
     scene = Scene(things, initial, segments, duration, int(rng.integers(2**31)))
     frames = render(scene, cfg.fps, cfg.width, cfg.height)
     sentences = [sentence(things[s.thing], s.action) for s in segments if s.kind == "event"]
@@ -202,28 +204,51 @@ def _alter(frames: np.ndarray, alteration: str, rng: np.random.Generator, width:
     return np.stack(out), trim
 
 
+@dataclass(frozen=True)
+class Script:
+    """What the videos of one script share: objects, events (object, action) and setting."""
+
+    things: list[Thing]
+    events: list[tuple[int, str]]
+    background_seed: int
+
+
+def script_of(cfg: DemoConfig, seed: int, video_index: int) -> Script:
+    """The script a pretraining video says, one event per slot. `orders_per_script` videos
+    in a row share a script, setting included, and each says it in an order of its own: the
+    same transcripts come in different orders across videos, and the only thing that tells
+    those videos apart is which event each slot shows, so neither the text alone nor a
+    video's look can fit the corpus: sorting has to read the frames."""
+    rng = np.random.default_rng([seed, _SET_CODES["pretrain"], _SCRIPT_CODE,
+                                 video_index // cfg.orders_per_script])
+    things = random_things(rng, cfg.objects_per_video)
+    slots = int(cfg.duration_s // cfg.event_s)
+    # each object in as many slots as the others (to within one)
+    events: list[tuple[int, str]] = []
+    for i in (j % len(things) for j in range(slots)):
+        options = [a for a in actions_for(things[i]) if (i, a) not in events]
+        events.append((i, str(rng.choice(options))))
+    return Script(things, events, int(rng.integers(2**31)))
+
+
 def _pretrain_video(job: Job) -> dict[str, Any]:
     rng, cfg = _rng(job), job.cfg
     synth = _synth(cfg)
-    things = random_things(rng, cfg.objects_per_video)
-    # the first object is in view from the start; the others may appear later
-    initial = [random_state(rng, visible=j == 0 or bool(rng.random() < 0.7))
-               for j in range(len(things))]
-    leak_frames = leak_audio = None
+    script = script_of(cfg, job.seed, job.index)
+    things = script.things
+    events = [script.events[j] for j in rng.permutation(len(script.events))]
+    initial = [random_state(rng) for _ in things]
+    leak_frames = None
     leak_slot = None
     if job.leak is not None:
         src = Path(job.leak["path"])
         leak_frames, trim = _alter(media.read_frames(src), job.leak["alteration"], rng,
                                    cfg.width, cfg.height)
-        leak_audio = read_audio(src, synth.sample_rate)
-        if leak_audio is not None:
-            leak_audio = leak_audio[int(trim / cfg.fps * synth.sample_rate):]
         leak_slot = len(leak_frames) / cfg.fps
-    segments = plan_narrated(rng, synth, cfg.duration_s, things, initial, cfg.silence_prob,
-                             leak_slot_s=leak_slot)
-    scene = Scene(things, initial, segments, cfg.duration_s, int(rng.integers(2**31)))
+    segments = plan_slots(rng, synth, things, events, cfg.event_s, cfg.speech_at_s, leak_slot)
+    scene = Scene(things, initial, segments, cfg.duration_s, script.background_seed)
     frames = render(scene, cfg.fps, cfg.width, cfg.height, leak_frames)
-    audio = mix_audio(scene, synth.sample_rate, int(rng.integers(2**31)), leak_audio)
+    audio = mix_audio(scene, synth.sample_rate, int(rng.integers(2**31)))
     stem = f"vid_{job.index:04d}"
     video_path = Path(job.root) / f"{stem}.mp4"
     media.write_video(video_path, frames, cfg.fps, audio=audio, sample_rate=synth.sample_rate,

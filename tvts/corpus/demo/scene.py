@@ -1,10 +1,9 @@
 """Scenes of the demo corpus: objects (shape x colour) doing actions, planned then rendered.
 
 The shot is a close-up (`CLOSE_UP` times larger) of the object of the latest narrated event
-alone (a narrated video cuts to what is being talked about), and stays on it through the pause
-that may follow. Without these cuts,
-telling which transcript goes where needs spotting which of several objects moves, which a
-small from-scratch encoder does not learn in a few CPU minutes.
+alone (a narrated video cuts to what is being talked about). Without these cuts, telling which
+transcript goes where needs spotting which of several objects moves, which a small
+from-scratch encoder does not learn in a few CPU minutes.
 
 Coordinates are fractions of the frame (x of the width, y of the height, size of the shorter
 side) so one plan renders at any resolution.
@@ -117,7 +116,7 @@ def vocabulary() -> list[str]:
 
 @dataclass
 class Segment:
-    """A span of the timeline: an `event` (narrated action), a `pause`, or a `leak` slot."""
+    """A span of the timeline: an `event` (narrated action) or a `leak` (a planted clip)."""
 
     kind: str
     start_s: float
@@ -197,42 +196,20 @@ def plan_narrated(
     duration_s: float,
     things: list[Thing],
     initial: list[State],
-    silence_prob: float,
-    leak_slot_s: float | None = None,
     lead_s: float = 0.5,
 ) -> list[Segment]:
-    """Events narrated while they happen, silent pauses, and optionally one leak slot.
-
-    Each event lasts its sentence plus a little; the sentence starts just after the action.
-    """
+    """Events one after another, each following from the state the last one left (a
+    captioned clip: MSR-VTT, WebVid), each narrated while it happens: it lasts its sentence
+    plus a little, and the sentence starts just after the action."""
     states = list(initial)
     segments: list[Segment] = []
     t = lead_s
-    leak_at = None
     recent: list[int] = []  # objects of the events so far
-    if leak_slot_s is not None:
-        latest = max(lead_s, duration_s - leak_slot_s - 0.5)
-        leak_at = float(rng.uniform(lead_s, latest))
     while True:
-        if leak_at is not None and t >= leak_at:
-            segments.append(Segment("leak", t, t + leak_slot_s))  # type: ignore[operator]
-            t += leak_slot_s + 0.3  # type: ignore[operator]
-            leak_at = None
-            continue
-        if rng.random() < silence_prob:
-            length = float(rng.uniform(1.5, 3.0))
-            if t + length > duration_s - 0.3:
-                if leak_at is None:
-                    break
-                t = leak_at  # jump to the leak slot rather than lose it
-                continue
-            segments.append(Segment("pause", t, t + length))
-            t += length
-            continue
         options = [(i, a) for i, th in enumerate(things) for a in ACTIONS
                    if valid(a, th, states[i])]
         # A narrator moves on to another object: the ones talked about least recently come
-        # first, so neighbouring transcripts name (and the cuts show) different objects.
+        # first, so neighbouring events name (and the cuts show) different objects.
         latest = set(recent[-(len(things) - 1):]) if len(things) > 1 else set()
         fresh = [(i, a) for i, a in options if i not in latest]
         options = fresh or options
@@ -243,16 +220,57 @@ def plan_narrated(
         delay = float(rng.uniform(0.1, 0.3))
         length = delay + utt.duration_s + float(rng.uniform(0.3, 0.9))
         if t + length > duration_s - 0.3:
-            if leak_at is None:
-                break
-            t = leak_at
-            continue
+            return segments
         after = apply(action, things[i], states[i])
         segments.append(Segment("event", t, t + length, i, action, states[i], after,
                                 t + delay, utt))
         recent.append(i)
         states[i] = after
         t += length + float(rng.uniform(0.0, 0.4))
+
+
+def event_state(rng: np.random.Generator, thing: Thing, action: str) -> State:
+    """A start state from which `action` is visible and keeps the object in frame."""
+    while True:
+        state = random_state(rng, visible=action != "appear")
+        if valid(action, thing, state):
+            return state
+
+
+def actions_for(thing: Thing) -> list[str]:
+    """The actions `thing` can show from some state (a circle does not visibly rotate)."""
+    return [a for a in ACTIONS if a != "rotate" or thing.shape in _ROTATION]
+
+
+def plan_slots(
+    rng: np.random.Generator,
+    synth: Synthesizer,
+    things: list[Thing],
+    events: list[tuple[int, str]],
+    slot_s: float,
+    speech_at_s: float,
+    leak_slot_s: float | None = None,
+) -> list[Segment]:
+    """One event per slot of `slot_s` seconds, in the order given, its sentence said
+    `speech_at_s` into the slot.
+
+    Each event starts from a state of its own (what it shows does not follow from the
+    events before it), so nothing in the script says where an event comes in the video:
+    only the frames do. A leak is cut in over the frames of the slots it needs, from one at
+    random, while the narration goes on (a re-upload with a voice-over): the host keeps every
+    transcript window and reaches the dedup stage.
+    """
+    segments: list[Segment] = []
+    for j, (i, action) in enumerate(events):
+        t = j * slot_s
+        before = event_state(rng, things[i], action)
+        utt = synth.say(sentence(things[i], action))
+        segments.append(Segment("event", t, t + slot_s, i, action, before,
+                                apply(action, things[i], before), t + speech_at_s, utt))
+    if leak_slot_s is not None:
+        need = min(len(events), math.ceil(leak_slot_s / slot_s))
+        t = int(rng.integers(0, len(events) - need + 1)) * slot_s
+        segments.append(Segment("leak", t, t + leak_slot_s))
     return segments
 
 
@@ -325,8 +343,7 @@ def render(scene: Scene, fps: int, width: int, height: int,
     return out
 
 
-def mix_audio(scene: Scene, sample_rate: int, noise_seed: int,
-              leak_audio: np.ndarray | None = None) -> np.ndarray:
+def mix_audio(scene: Scene, sample_rate: int, noise_seed: int) -> np.ndarray:
     """Narration on a faint noise floor: int16 mono for the scene's whole duration."""
     rng = np.random.default_rng(noise_seed)
     n = round(scene.duration_s * sample_rate)
@@ -335,9 +352,5 @@ def mix_audio(scene: Scene, sample_rate: int, noise_seed: int,
         if seg.kind == "event" and seg.utterance is not None:
             k = round(seg.speech_start_s * sample_rate)
             x = seg.utterance.samples[: max(0, n - k)]
-            track[k : k + len(x)] += x
-        elif seg.kind == "leak" and leak_audio is not None:
-            k = round(seg.start_s * sample_rate)
-            x = leak_audio[: max(0, min(n - k, int((seg.end_s - seg.start_s) * sample_rate)))]
             track[k : k + len(x)] += x
     return np.clip(np.round(track), -32768, 32767).astype(np.int16)
