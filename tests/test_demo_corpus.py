@@ -175,9 +175,11 @@ def test_what_is_said_is_what_is_seen(micro_demo):
     for side in _sidecars(micro_demo):
         frames = read_frames(micro_demo.pretrain_dir / side["file"])
         fps = side["fps"]
+        leaks = [s for s in side["segments"] if s["kind"] == "leak"]
         for s in side["segments"]:
-            if s["kind"] != "event":
-                continue
+            if s["kind"] != "event" or any(lk["start_s"] < s["end_s"] and
+                                           s["start_s"] < lk["end_s"] for lk in leaks):
+                continue  # a planted clip is cut in over these frames
             colour = s["object"].split()[0]
             first = _colour_mask(frames[int(np.ceil(s["start_s"] * fps))], colour)
             # the last frame of the event's slot (the next one cuts to another object)
