@@ -65,27 +65,34 @@ def start_errors(ref_starts: list[float], hyp_starts: list[float], alignment: Al
 
 @dataclass(frozen=True)
 class DemoReference:
-    """What a demo video's sidecar says was spoken, and where nothing (or other audio) is."""
+    """What a demo video's sidecar says was spoken, and where nothing is."""
 
     words: list[str]
     starts: list[float]
     pauses: list[tuple[float, float]]
-    # planted leak clips bring their own (unscripted) sound: not scored
-    unscored: list[tuple[float, float]]
+
+
+# Quiet spans stop this far from a sentence: a word trimmed to the detected speech may reach
+# into the silence by the detector's padding (0.2 s).
+PAUSE_MARGIN_S = 0.3
 
 
 def demo_reference(sidecar: dict) -> DemoReference:
-    words, starts, pauses, unscored = [], [], [], []
+    """The narration's words and start times, and the quiet parts of each event's slot (before
+    and after its sentence): a word there was invented."""
+    words, starts, pauses = [], [], []
     for seg in sidecar["segments"]:
-        if seg["kind"] == "event":
-            for w in seg["speech"]["words"]:
-                words.append(w["word"])
-                starts.append(w["start_s"])
-        elif seg["kind"] == "pause":
-            pauses.append((seg["start_s"], seg["end_s"]))
-        elif seg["kind"] == "leak":
-            unscored.append((seg["start_s"], seg["end_s"]))
-    return DemoReference(words, starts, pauses, unscored)
+        if seg["kind"] != "event":
+            continue
+        sp = seg["speech"]
+        for w in sp["words"]:
+            words.append(w["word"])
+            starts.append(w["start_s"])
+        for a, b in ((seg["start_s"], sp["start_s"] - PAUSE_MARGIN_S),
+                     (sp["end_s"] + PAUSE_MARGIN_S, seg["end_s"])):
+            if b - a > 0.2:
+                pauses.append((a, b))
+    return DemoReference(words, starts, pauses)
 
 
 def inside(start: float, end: float, spans: list[tuple[float, float]]) -> bool:
