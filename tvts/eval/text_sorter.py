@@ -68,22 +68,21 @@ class FeatureBank:
     def __init__(self, encode: Callable[[list[str]], torch.Tensor], batch_size: int = 256):
         self.encode, self.batch_size = encode, batch_size
         self.rows: dict[str, int] = {}
-        self.parts: list[torch.Tensor] = []
-        self.table = torch.zeros(0)
+        self.table: torch.Tensor | None = None
 
     def add(self, samples: list[TranscriptSample]) -> None:
         new = sorted({t for s in samples for t in s.texts} - self.rows.keys())
         for i in range(0, len(new), self.batch_size):
             chunk = new[i:i + self.batch_size]
             with torch.no_grad():
-                self.parts.append(self.encode(chunk).float().cpu())
+                feats = self.encode(chunk).float().cpu()
+            self.table = feats if self.table is None else torch.cat([self.table, feats])
             for t in chunk:
                 self.rows[t] = len(self.rows)
-        if new:
-            self.table = torch.cat(self.parts)
 
     def features(self, samples: list[TranscriptSample]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, D) features and (B, K) orders."""
+        assert self.table is not None, "add() the samples first"
         idx = torch.tensor([[self.rows[t] for t in s.texts] for s in samples])
         order = torch.from_numpy(np.stack([s.order for s in samples]))
         return self.table[idx], order
