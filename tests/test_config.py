@@ -104,7 +104,7 @@ def test_cli_params_check(tmp_path, capsys):
     good = tmp_path / "good.yaml"
     good.write_text("profile: micro\nsort:\n  lambda: 0.5\n")
     assert main(["params", "check", "--file", str(good)]) == 0
-    assert "ok (profile micro)" in capsys.readouterr().out
+    assert "ok (profile micro, 1 training process(es))" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text("sort:\n  lambda: -1\n")
     assert main(["params", "check", "--file", str(bad)]) == 2
@@ -127,3 +127,60 @@ def test_every_profile_file_is_valid():
         resolve({"profile": name}, f"profile {name}")
     assert {"demo", "micro", "paper"} <= set(config.available_profiles())
     assert Path(config.PROFILES_DIR, "paper.yaml").exists()
+
+
+# ---------------------------------------------------------------- rules across sections
+@pytest.mark.parametrize(
+    ("raw", "world", "expected"),
+    [
+        ({"data": {"frame_size": 60}}, 1,
+         "model.video.patch_size = 16 does not divide data.frame_size = 60: set "
+         "data.frame_size to a multiple of 16, e.g. 64"),
+        ({"data": {"num_frames": 7}}, 1,
+         "data.num_frames = 7 is not a multiple of model.video.tubelet = 2: set "
+         "data.num_frames to e.g. 8"),
+        ({"post_pretrain": {"clip_frames": 3}}, 1,
+         "post_pretrain.clip_frames = 3 is not a multiple of model.video.tubelet = 2"),
+        ({"pretrain": {"micro_batch": 3}}, 1,
+         "pretrain.micro_batch = 3 does not divide the 16 clips each of 1 process(es) takes "
+         "of pretrain.batch_size = 16: set pretrain.micro_batch to a divisor of 16, e.g. 2"),
+        ({}, 3, "pretrain.batch_size = 16 does not split over 3 processes: set "
+                "pretrain.batch_size to a multiple of 3, e.g. 15"),
+        ({"pretrain": {"micro_batch": 4}, "data": {"samples_per_decode": 3}}, 1,
+         "data.samples_per_decode = 3 does not divide pretrain's micro-batch of 4 clips"),
+    ],
+)
+def test_cross_section_rules_fail_at_load_naming_both_keys(raw, world, expected):
+    with pytest.raises(ParamsError) as e:
+        resolve(raw, world_size=world)
+    assert expected in str(e.value)
+    assert "{" not in str(e.value)  # the message, not a dump of the params
+
+
+def test_batch_rules_read_the_process_count_of_torchrun(monkeypatch):
+    resolve({"pretrain": {"batch_size": 12}, "post_pretrain": {"batch_size": 12}})
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.raises(ParamsError, match="pretrain.batch_size = 12 does not split over 8"):
+        resolve({"pretrain": {"batch_size": 12}})
+    resolve({"pretrain": {"batch_size": 16}}, world_size=4)  # an explicit count wins
+
+
+def test_cli_params_check_takes_a_process_count(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: demo\n")
+    assert main(["params", "check", "--file", str(path), "--world-size", "4"]) == 0
+    assert main(["params", "check", "--file", str(path), "--world-size", "3"]) == 2
+    assert "does not split over 3 processes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "x.parquet", "", "1st", "quarantine",
+                                  "Quarantine", "features", "a b"])
+def test_downstream_set_names_are_safe_file_names(name):
+    with pytest.raises(ParamsError, match="downstream.sets"):
+        resolve({"downstream": {"sets": {name: "demo"}}})
+
+
+def test_downstream_set_names_differing_in_case_are_refused():
+    with pytest.raises(ParamsError, match="differ only in case"):
+        resolve({"downstream": {"sets": {"ssv2": "demo", "SSV2": "demo"}}})
+    resolve({"downstream": {"sets": {"ssv2": "demo", "my-set_2": "/data/x"}}})

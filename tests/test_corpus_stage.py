@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -75,6 +76,20 @@ def test_probe_rejects_bad_files(messy_dir, name, reason):
         probe_video(messy_dir / name)
 
 
+@pytest.mark.parametrize(("cut", "reason"), [
+    (0.4, r"truncated: frames stop at 1\.25 s of 4\.00 s"),
+    (2 / 3, r"truncated or corrupt: frames decode up to 2\.38 s of 4\.00 s, then fail"),
+])
+def test_truncated_faststart_reason_gives_the_last_decodable_time(tmp_path, cut, reason):
+    # faststart: the index at the front lists frames the file no longer holds, so a seek
+    # near the end finds nothing; the reason must still say where frames really stop
+    data = make_video(tmp_path / "src.mp4", seconds=4.0, fps=8, seed=4, faststart=True
+                      ).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ProbeError, match=reason):
+        probe_video(tmp_path / "cut.mp4")
+
+
 def test_local_directory_source(messy_dir, tmp_path):
     summary, videos, quarantine, metrics = _run(tmp_path, str(messy_dir))
     kept = {Path(u).name for u in videos["uri"]}
@@ -114,6 +129,52 @@ def test_ids_are_stable_across_runs_and_paths(messy_dir, tmp_path):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match=r"corpus.source = .*is not a directory"):
         _run(tmp_path, str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("prefix", ["", "yt_temporal:"])
+def test_a_source_without_videos_fails_at_the_corpus_stage(tmp_path, prefix):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "readme.txt").write_text("x")
+    with pytest.raises(UserError, match=r"holds no video files \(1 other file\(s\).*"
+                                        r"corpus\.extensions"):
+        _run(tmp_path, prefix + str(src))
+    assert not (tmp_path / "out" / "videos.parquet").exists()
+
+
+def test_a_source_whose_every_file_is_bad_fails_with_the_reasons(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(b"")
+    (src / "b.mp4").write_text("text")
+    with pytest.raises(UserError, match=r"(?s)none of its 2 file\(s\) is a usable video.*"
+                                        r"1 x empty file.*b\.mp4"):
+        _run(tmp_path, str(src))
+    assert not (tmp_path / "out" / "videos.parquet").exists()
+
+
+def test_links_are_followed_and_broken_ones_quarantined(tmp_path):
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    make_video(src / "a.mp4", seed=1)
+    make_video(elsewhere / "b.mp4", seed=2)
+    (src / "linked").symlink_to(elsewhere, target_is_directory=True)  # a linked folder
+    (src / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    (src / "self.mp4").symlink_to(src / "self.mp4")
+    (src / "sub" / "up").symlink_to(src, target_is_directory=True)  # a loop
+    os.mkfifo(src / "pipe.mp4")  # reading it would block
+    _, videos, quarantine, metrics = _run(tmp_path, str(src))
+    assert sorted(Path(u).name for u in videos["uri"]) == ["a.mp4", "b.mp4"]
+    reasons = {Path(u).name: r for u, r in zip(quarantine["uri"], quarantine["reason"],
+                                               strict=True)}
+    assert reasons == {
+        "dangling.mp4": f"dangling symbolic link: dangling.mp4 -> {tmp_path / 'gone.mp4'}",
+        "self.mp4": f"symbolic link loop: self.mp4 -> {src / 'self.mp4'}",
+        "up": f"symbolic link loop: up -> {src} leads back to {src}, a directory above it",
+        "pipe.mp4": "not a regular file (a FIFO, socket or device)",
+    }
+    assert metrics["quarantined"] == 4 and metrics["videos"] == 2
 
 
 def test_parallel_probing_matches_serial(messy_dir, tmp_path):

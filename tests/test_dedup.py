@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image
 from tvts.config import resolve
 from tvts.corpus.demo.media import write_video
 from tvts.corpus.demo.scene import background
-from tvts.dedup.decisions import TEMPLATE, apply_decisions, read_decisions
+from tvts.dedup.decisions import TEMPLATE, apply_decisions, decision_line, read_decisions
 from tvts.dedup.encoders import ClipEncoder, DCTEncoder
 from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract
 from tvts.dedup.search import build_index, measure_recall, search
@@ -150,6 +152,28 @@ def test_decisions_file_parsing_and_errors(tmp_path):
         read_decisions(path)
 
 
+HOSTILE_IDS = ["cls/a,exclude", 'say "hi"', "a,b,c,d,e", "  padded", "tab\tid", "line\nbreak",
+               "# not a comment", "ünïcode"]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_IDS)
+def test_ready_to_paste_lines_read_back_as_the_same_pair(tmp_path, hostile):
+    path = tmp_path / "d.csv"
+    lines = [decision_line("v1", "ssv2", hostile, "keep"),
+             decision_line(hostile, "msrvtt", "video3", "keep", note="a, b")]
+    path.write_text(TEMPLATE + "".join(line + "\n" for line in lines))
+    got = read_decisions(path)
+    assert got == {("v1", "ssv2", hostile.strip()): ("keep", ""),
+                   (hostile.strip(), "msrvtt", "video3"): ("keep", "a, b")}
+
+
+def test_an_unquoted_comma_is_refused_not_read_as_another_pair(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(TEMPLATE + "v1,ssv2,cls/a,exclude,keep,\n")
+    with pytest.raises(UserError, match=r"d\.csv:5: 6 fields where the header has 5"):
+        read_decisions(path)
+
+
 def test_decisions_override_automatic_ones():
     pairs = pl.DataFrame({"video_id": ["v1", "v2"], "downstream_set": ["s", "s"],
                           "downstream_id": ["a", "b"], "similarity": [0.99, 0.985]})
@@ -276,7 +300,7 @@ def test_downstream_directory_set_and_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- the review page
-EVIL = "<marquee>x"
+EVIL = '<marquee>x,"exclude'  # HTML, and a comma and a quote for the CSV line
 
 
 def _magenta(n: int) -> np.ndarray:
@@ -357,6 +381,12 @@ def test_report_shows_html_in_names_as_text(evil_report, tmp_path):
     assert "<marquee" not in html
     thumbs = list((evil_report.parent / "thumbs").glob("*.jpg"))
     assert len(thumbs) == 2 and all("<" not in t.name for t in thumbs)
+    # the ready-to-paste line, as a reviewer copies it from the page, is the same pair
+    pasted = re.search(r"<code>(host[^<]*?keep,)</code>", dom)
+    assert pasted is not None
+    decisions = tmp_path / "d.csv"
+    decisions.write_text(TEMPLATE + unescape(pasted.group(1)) + "\n")
+    assert list(read_decisions(decisions)) == [("host", "mine", f"<b>label<b>/{EVIL}")]
 
 
 def test_stage_runs_with_a_clip_encoder_loaded_by_path(micro_run, tiny_clip):

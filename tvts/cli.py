@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from tvts.config import ParamsError, load_params
+from tvts.config import ParamsError, load_params, process_count
 from tvts.errors import UserError
 
 STAGES = ("corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_pretrain",
@@ -16,11 +16,12 @@ STAGES = ("corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_
 
 
 def _params_cmd(args: argparse.Namespace) -> int:
-    params = load_params(args.file)
+    params = load_params(args.file, args.world_size)
     if args.action == "show":
         print(yaml.safe_dump(params.to_dict(), sort_keys=False), end="")
     else:
-        print(f"{args.file}: ok (profile {params.profile})")
+        print(f"{args.file}: ok (profile {params.profile}, {args.world_size or process_count()} "
+              "training process(es))")
     return 0
 
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="validate or print the resolved params")
     p.add_argument("action", choices=("check", "show"))
     p.add_argument("--file", default="params.yaml")
+    p.add_argument("--world-size", type=int, default=None, metavar="N",
+                   help="check the batch sizes for N training processes (default: WORLD_SIZE "
+                        "or 1)")
     p.set_defaults(func=_params_cmd)
     s = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     s.add_argument("name", choices=STAGES)

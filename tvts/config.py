@@ -12,12 +12,22 @@ Every error names the file, the key path, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "demo"
@@ -195,11 +205,37 @@ class DownstreamSource(_Section):
     split: Literal[1, 2, 3] = 1  # UCF-101 / HMDB-51 official split
 
 
+# A set's name becomes a file name (data/downstream/<name>.parquet, feature shards, reports):
+# a plain identifier, not a name the stages use for their own files.
+SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+RESERVED_SET_NAMES = frozenset({"quarantine", "params", "summary", "index", "features"})
+
+
 class DownstreamConfig(_Section):
     # set name -> `demo` (the generator's set of that name), a local directory of clips
     # (label = the sub-folder a clip is in), or {format, root[, videos, split]}.
     sets: dict[str, str | DownstreamSource] = {"ssv2": "demo", "msrvtt": "demo"}
     workers: PositiveInt = 2
+
+    @field_validator("sets")
+    @classmethod
+    def _safe_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not SET_NAME.fullmatch(name):
+                raise ValueError(
+                    f"set name {name!r} is not a plain identifier (a letter, then letters, "
+                    "digits, '_' or '-', at most 64): it becomes a file name. Rename it, "
+                    "e.g. 'my_set'")
+            if name.lower() in RESERVED_SET_NAMES:
+                raise ValueError(
+                    f"set name {name!r} is reserved (the stages' own files use "
+                    f"{', '.join(sorted(RESERVED_SET_NAMES))}); rename it, e.g. '{name}_set'")
+        lowered = [n.lower() for n in v]
+        clash = sorted({n for n in lowered if lowered.count(n) > 1})
+        if clash:
+            raise ValueError(f"set names {clash} differ only in case: they would share files "
+                             "on case-insensitive file systems; rename one")
+        return v
 
 
 class DedupConfig(_Section):
@@ -455,6 +491,61 @@ class Params(_Section):
                              f"not define ({sorted(self.downstream.sets)})")
         return self
 
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> Params:
+        """Rules across sections that a stage would otherwise meet only after loading data."""
+        video, data, post = self.model.video, self.data, self.post_pretrain
+        p, t = video.patch_size, video.tubelet
+        if data.frame_size % p:
+            raise ValueError(
+                f"model.video.patch_size = {p} does not divide data.frame_size = "
+                f"{data.frame_size}: set data.frame_size to a multiple of {p}, e.g. "
+                f"{_multiple_near(data.frame_size, p)} (and data.resize_short >= it)")
+        if data.num_frames % t:
+            raise ValueError(
+                f"data.num_frames = {data.num_frames} is not a multiple of "
+                f"model.video.tubelet = {t}: set data.num_frames to e.g. "
+                f"{_multiple_near(data.num_frames, t)}")
+        if post.clip_frames % t:
+            raise ValueError(
+                f"post_pretrain.clip_frames = {post.clip_frames} is not a multiple of "
+                f"model.video.tubelet = {t}: set it to e.g. {_multiple_near(post.clip_frames, t)}")
+        if post.image_frames >= t and post.image_frames % t:
+            raise ValueError(
+                f"post_pretrain.image_frames = {post.image_frames} is not a multiple of "
+                f"model.video.tubelet = {t}: set it to 1 (an image fills one cube) or e.g. "
+                f"{_multiple_near(post.image_frames, t)}")
+        return self
+
+    @model_validator(mode="after")
+    def _batches_split(self, info: ValidationInfo) -> Params:
+        """Each training batch splits into processes x micro-batches x accumulation (the
+        process count: `world_size` in the validation context, torchrun's WORLD_SIZE)."""
+        world = int((info.context or {}).get("world_size", 1))
+        for name, cfg, per_item in (("pretrain", self.pretrain, self.data.samples_per_decode),
+                                    ("post_pretrain", self.post_pretrain, 1)):
+            batch = cfg.batch_size
+            if batch % world:
+                raise ValueError(
+                    f"{name}.batch_size = {batch} does not split over {world} processes: "
+                    f"set {name}.batch_size to a multiple of {world}, e.g. "
+                    f"{_multiple_near(batch, world)}")
+            per_rank = batch // world
+            micro = cfg.micro_batch or per_rank
+            if per_rank % micro:
+                raise ValueError(
+                    f"{name}.micro_batch = {micro} does not divide the {per_rank} clips each of "
+                    f"{world} process(es) takes of {name}.batch_size = {batch}: set "
+                    f"{name}.micro_batch to a divisor of {per_rank}, e.g. "
+                    f"{_divisor_near(per_rank, micro)}")
+            if micro % per_item:
+                raise ValueError(
+                    f"data.samples_per_decode = {per_item} does not divide {name}'s micro-batch "
+                    f"of {micro} clips ({name}.micro_batch, or {name}.batch_size / processes): "
+                    f"set data.samples_per_decode to a divisor of {micro}, e.g. "
+                    f"{_divisor_near(micro, per_item)}")
+        return self
+
     def eval_tasks(self) -> dict[str, list[str]]:
         """evaluate.tasks, or each downstream set with the protocols its kind takes."""
         if self.evaluate.tasks is not None:
@@ -470,6 +561,17 @@ class Params(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the params.yaml spelling of every key."""
         return self.model_dump(by_alias=True, mode="json")
+
+
+def _multiple_near(value: int, of: int) -> int:
+    """The multiple of `of` nearest `value` (at least `of`)."""
+    return max(of, round(value / of) * of)
+
+
+def _divisor_near(value: int, wanted: int) -> int:
+    """The divisor of `value` nearest `wanted`, the smaller on a tie."""
+    return min((d for d in range(1, value + 1) if value % d == 0),
+               key=lambda d: (abs(d - wanted), d))
 
 
 # ---------------------------------------------------------------- loading
@@ -531,12 +633,28 @@ def _format_errors(err: ValidationError, source: str) -> str:
             )
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  {path} = {e.get('input')!r}: {msg}")
+            if not path:  # a rule across sections: its message names the keys
+                lines.append(f"  {msg}")
+            elif isinstance(e.get("input"), Mapping):  # a rule across a section's keys
+                lines.append(f"  {path}: {msg}")
+            else:
+                lines.append(f"  {path} = {e.get('input')!r}: {msg}")
     return f"{source}: invalid params\n" + "\n".join(lines)
 
 
-def resolve(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
-    """Validate a params mapping: profile overlay first, then the mapping's own keys."""
+def process_count() -> int:
+    """The training processes of this run: torchrun's WORLD_SIZE, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def resolve(raw: Mapping[str, Any], source: str = "params.yaml",
+            world_size: int | None = None) -> Params:
+    """Validate a params mapping: profile overlay first, then the mapping's own keys. The
+    batch rules use `world_size` processes (default: this run's, see `process_count`)."""
+    context = {"world_size": world_size or process_count()}
     profile = raw.get("profile", DEFAULT_PROFILE)
     profiles = available_profiles()
     if profile not in profiles:
@@ -549,15 +667,15 @@ def resolve(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
         profile_path = PROFILES_DIR / f"{profile}.yaml"
         overlay = _read_yaml(profile_path)
         try:
-            Params.model_validate(overlay)
+            Params.model_validate(overlay, context=context)
         except ValidationError as e:
             raise ParamsError(_format_errors(e, str(profile_path))) from None
     try:
-        return Params.model_validate(deep_merge(overlay, raw))
+        return Params.model_validate(deep_merge(overlay, raw), context=context)
     except ValidationError as e:
         raise ParamsError(_format_errors(e, source)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", world_size: int | None = None) -> Params:
     path = Path(path)
-    return resolve(_read_yaml(path), str(path))
+    return resolve(_read_yaml(path), str(path), world_size)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +19,27 @@ from tvts.config import S3Config
 from tvts.errors import UserError
 
 
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (/proc on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:  # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds, with
+    the mode a plain write would give a new file (mkstemp's temp files are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -26,6 +47,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -34,6 +56,63 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+@dataclass(frozen=True)
+class Unlisted:
+    """An entry under a walked directory that is not a readable file, and why."""
+
+    path: Path
+    reason: str
+
+
+def walk_files(root: str | Path) -> tuple[list[Path], list[Unlisted]]:
+    """Regular files under `root` (names starting with '.' left out), following links to
+    files and directories, and the entries that lead to no file: dangling links, link loops,
+    unreadable directories, special files (a FIFO would block a reader). A directory reached
+    twice through links is walked twice (its files are then duplicates, which the content
+    hash finds); a link back to a directory above it is a loop and is walked once."""
+    files: list[Path] = []
+    unlisted: list[Unlisted] = []
+
+    def visit(directory: Path, ancestors: frozenset[tuple[int, int]]) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as e:
+            unlisted.append(Unlisted(directory, f"unreadable directory: {e.strerror or e}"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                st = path.stat()  # follows links
+            except OSError as e:
+                if entry.is_symlink():
+                    kind = ("symbolic link loop" if e.errno == errno.ELOOP
+                            else "dangling symbolic link")
+                    unlisted.append(Unlisted(path, f"{kind}: {entry.name} -> "
+                                                   f"{os.readlink(path)}"))
+                else:
+                    unlisted.append(Unlisted(path, f"unreadable: {e.strerror or e}"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    unlisted.append(Unlisted(path, (
+                        f"symbolic link loop: {entry.name} -> {os.readlink(path)} leads back "
+                        f"to {os.path.realpath(path)}, a directory above it")))
+                else:
+                    visit(path, ancestors | {key})
+            elif stat.S_ISREG(st.st_mode):
+                files.append(path)
+            else:
+                unlisted.append(Unlisted(path, "not a regular file (a FIFO, socket or device)"))
+
+    root = Path(root)
+    st = root.stat()
+    visit(root, frozenset({(st.st_dev, st.st_ino)}))
+    return sorted(files), sorted(unlisted, key=lambda u: u.path)
 
 
 def is_s3(uri: str) -> bool:

@@ -45,6 +45,34 @@ def _last_frame_time(container: av.container.InputContainer, stream, end_s: floa
     return last
 
 
+def _decodable_until(path: Path) -> float:
+    """Time (on the stream's clock) of the last frame that decodes in a file whose end does
+    not (cut short, corrupt tail), or -1 when none does. A faststart file indexes frames
+    that are not there, so seeking near its end finds nothing: the packets are read first
+    (no decoding: cheap) up to the last one present, then the stretch before it decoded."""
+    last_packet = last = -1.0
+    with av.open(str(path)) as container:
+        vs = container.streams.video[0]
+        tb = float(vs.time_base)
+        try:
+            for packet in container.demux(vs):
+                if packet.size and packet.pts is not None:
+                    last_packet = max(last_packet, packet.pts * tb)
+        except av.error.FFmpegError:
+            pass  # the cut: what was read so far is what there is
+        if last_packet < 0:
+            return -1.0
+        container.seek(int(max(0.0, last_packet - 2.0) / tb), stream=vs, backward=True,
+                       any_frame=False)
+        try:
+            for frame in container.decode(vs):
+                if frame.pts is not None:
+                    last = max(last, frame.pts * tb)
+        except av.error.FFmpegError:
+            pass
+    return last
+
+
 def probe_video(path: str | Path, verify_decode: bool = True) -> Probe:
     path = Path(path)
     size = path.stat().st_size
@@ -86,9 +114,13 @@ def probe_video(path: str | Path, verify_decode: bool = True) -> Probe:
             try:
                 last = _last_frame_time(container, vs, start_s + duration) - start_s
             except av.error.FFmpegError as e:
+                until = _decodable_until(path) - start_s
                 raise ProbeError(
-                    f"truncated or corrupt: the end does not decode ({e.strerror or e})"
+                    f"truncated or corrupt: frames decode up to {max(until, 0):.2f} s of "
+                    f"{duration:.2f} s, then fail ({e.strerror or e})"
                 ) from None
+            if last < 0:  # nothing at all decodes near the end: find where frames stop
+                last = _decodable_until(path) - start_s
             # A frame lasts 1/fps: the last one starts about that long before the end; frames
             # that go on past an estimated duration extend it
             if last + 1.5 / fps > duration:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tvts.config import CorpusConfig
 from tvts.errors import UserError
-from tvts.storage import S3Cache, display_path, list_s3, s3_client
+from tvts.storage import S3Cache, Unlisted, display_path, list_s3, s3_client, walk_files
 
 YT_PREFIX = "yt_temporal:"
 
@@ -69,31 +69,59 @@ def _sidecar_base(p: Path) -> Path:
     return base.with_suffix("") if p.suffix.lower() == ".json" and base.suffix else base
 
 
-def _video_files(root: Path, extensions: list[str], skip: tuple[str, ...] = ()
-                 ) -> tuple[list[Path], list[Path]]:
-    """Video files under `root` (hidden ones skipped) and the other files, leaving out
+@dataclass
+class _Listing:
+    videos: list[Path]  # files with a video suffix
+    ignored: list[Path]  # other files, not sidecars or annotation shards
+    files: list[Path]  # every file found
+    unlisted: list[Unlisted]  # entries that lead to no file (dangling links, loops, ...)
+
+    def broken(self, source: str) -> list[Candidate]:
+        """Quarantine candidates for the entries that lead to no file."""
+        return [Candidate(display_path(u.path), None, source, error=u.reason)
+                for u in self.unlisted]
+
+
+def _list_dir(root: Path, extensions: list[str], skip: tuple[str, ...] = ()) -> _Listing:
+    """Video files under `root` (hidden ones skipped), leaving out of the other files the
     sidecars that share a video's name (`clip.mp4` + `clip.json` or `clip.grover.json`) and
     names ending in `skip` (annotation shards the source reads)."""
+    found, unlisted = walk_files(root)
     files, others = [], []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
-            continue
+    for p in found:
         (files if p.suffix.lower() in extensions else others).append(p)
     stems = {p.with_suffix("") for p in files}
-    return files, [p for p in others if p.with_suffix("") not in stems
-                   and _sidecar_base(p) not in stems and not p.name.lower().endswith(skip)]
+    ignored = [p for p in others if p.with_suffix("") not in stems
+               and _sidecar_base(p) not in stems and not p.name.lower().endswith(skip)]
+    return _Listing(files, ignored, found, unlisted)
+
+
+def _no_videos(root: Path, listing: _Listing, cfg: CorpusConfig, key_value: str) -> UserError:
+    return UserError(
+        f"corpus.source = {key_value!r}: {root} holds no video files ({len(listing.ignored)} "
+        f"other file(s), {len(listing.unlisted)} broken link(s) or unreadable entries). The "
+        f"corpus takes files ending in {', '.join(cfg.extensions)} (corpus.extensions), in "
+        "any sub-folder; names starting with '.' are skipped.")
 
 
 def scan_dir(root: Path, cfg: CorpusConfig, source: str = "dir") -> Collected:
-    files, ignored = _video_files(root, cfg.extensions)
-    return Collected([Candidate(display_path(p), p, source) for p in files],
-                     ignored=[display_path(p) for p in ignored])
+    listing = _list_dir(root, cfg.extensions)
+    if not listing.videos and source == "dir":
+        raise _no_videos(root, listing, cfg, cfg.source)
+    return Collected([Candidate(display_path(p), p, source) for p in listing.videos]
+                     + listing.broken(source),
+                     ignored=[display_path(p) for p in listing.ignored])
 
 
 def fetch_s3(cfg: CorpusConfig) -> Collected:
     client = s3_client(cfg.s3)
     objects = list_s3(client, cfg.source)
     wanted = [o for o in objects if Path(o.key).suffix.lower() in cfg.extensions]
+    if not wanted:
+        raise UserError(
+            f"corpus.source = {cfg.source!r}: no object under this prefix ends in "
+            f"{', '.join(cfg.extensions)} (corpus.extensions); {len(objects)} other object(s). "
+            "Check the prefix (keys are case-sensitive) and corpus.extensions.")
     cache = S3Cache(cfg.cache_dir, client)
 
     def one(obj) -> Candidate:  # type: ignore[no-untyped-def]
@@ -160,12 +188,15 @@ def scan_yt_temporal(cfg: CorpusConfig) -> Collected:
     its id), streamed. An id annotated twice keeps the first (in file order, per-video files
     first) and records the other; everything unmatched or unreadable is a quarantine reason."""
     root = _existing_dir(cfg.source[len(YT_PREFIX) :], cfg.source)
-    files, ignored = _video_files(root, cfg.extensions, SHARD_SUFFIXES)
+    listing = _list_dir(root, cfg.extensions, SHARD_SUFFIXES)
+    files = listing.videos
+    if not files:
+        raise _no_videos(root, listing, cfg, cfg.source)
     videos: dict[str, Path] = {}
     for p in files:
         videos.setdefault(p.stem, p)
     found: dict[str, _Annotation] = {}
-    candidates: list[Candidate] = []
+    candidates: list[Candidate] = listing.broken("yt_temporal")
 
     def keep(vid: str, ann: _Annotation) -> None:
         if vid in found:
@@ -175,11 +206,10 @@ def scan_yt_temporal(cfg: CorpusConfig) -> Collected:
             found[vid] = ann
 
     taken = set(files)
-    per_video = [p for p in sorted(root.rglob("*.json")) if p not in taken]
+    per_video = [p for p in listing.files if p.suffix.lower() == ".json" and p not in taken]
     for p in sorted(per_video, key=lambda q: (q.name.count("."), str(q))):  # <id>.json first
         keep(_annotation_id(p, videos), _Annotation(display_path(p), p.name, path=p))
-    shards = sorted(p for p in root.rglob("*") if p.is_file()
-                    and p.name.lower().endswith(SHARD_SUFFIXES))
+    shards = [p for p in listing.files if p.name.lower().endswith(SHARD_SUFFIXES)]
     for shard in shards:
         try:
             for n, line in _shard_lines(shard):
@@ -223,7 +253,7 @@ def scan_yt_temporal(cfg: CorpusConfig) -> Collected:
             continue
         subtitles.extend(rows)
         candidates.append(Candidate(uri, video, "yt_temporal", vid))
-    return Collected(candidates, subtitles, ignored=[display_path(p) for p in ignored])
+    return Collected(candidates, subtitles, ignored=[display_path(p) for p in listing.ignored])
 
 
 def collect(cfg: CorpusConfig) -> Collected:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -25,24 +26,64 @@ TEMPLATE = ("# Leakage review decisions: one line per (pretraining video, downst
 PairKey = tuple[str, str, str]
 
 
+def decision_line(video_id: str, downstream_set: str, downstream_id: str, decision: str,
+                  note: str = "") -> str:
+    """One line of the decisions file, CSV-quoted: ids with commas, quotes or line breaks
+    read back as the same pair."""
+    buf = io.StringIO()
+    # "\r\n" as the terminator makes the writer quote fields holding either; a leading "#"
+    # is quoted too, or the line would read as a comment
+    quoting = csv.QUOTE_ALL if video_id.lstrip().startswith("#") else csv.QUOTE_MINIMAL
+    csv.writer(buf, lineterminator="\r\n", quoting=quoting).writerow(
+        [video_id, downstream_set, downstream_id, decision, note])
+    return buf.getvalue().removesuffix("\r\n")
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each CSV record, comment and blank lines left out; a
+    quoted field may span lines."""
+    numbers: list[int] = []
+
+    def data_lines() -> Iterator[str]:
+        for n, line in enumerate(text.splitlines(keepends=True), 1):
+            if line.lstrip().startswith("#"):
+                continue
+            numbers.append(n)
+            yield line
+
+    reader = csv.reader(data_lines())
+    pulled = 0
+    for fields in reader:
+        first = numbers[pulled]
+        pulled = reader.line_num
+        if any(f.strip() for f in fields):
+            yield first, fields
+
+
 def read_decisions(path: str | Path) -> dict[PairKey, tuple[str, str]]:
     """(video_id, set, item id) -> (decision, note); a missing file means no decisions."""
     path = Path(path)
     if not path.exists():
         return {}
-    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1)
-             if line.strip() and not line.lstrip().startswith("#")]
-    if not lines:
+    try:
+        records = list(_records(path.read_text()))
+    except csv.Error as e:
+        raise UserError(f"{path}: not valid CSV ({e}); quote a field that holds a comma or a "
+                        'quote ("a,b", "say ""x""")') from None
+    if not records:
         return {}
-    header_no, header = lines[0]
-    fields = [f.strip() for f in next(csv.reader([header]))]
+    header_no, header = records[0]
+    fields = [f.strip() for f in header]
     missing = [c for c in COLUMNS[:4] if c not in fields]
     if missing:
         raise UserError(f"{path}:{header_no}: the header lacks {', '.join(missing)}; expected "
                         f"{','.join(COLUMNS)}")
     out: dict[PairKey, tuple[str, str]] = {}
-    for n, line in lines[1:]:
-        row = dict(zip(fields, next(csv.reader(io.StringIO(line))), strict=False))
+    for n, values in records[1:]:
+        if len(values) > len(fields):
+            raise UserError(f"{path}:{n}: {len(values)} fields where the header has "
+                            f"{len(fields)}; quote a value that holds a comma")
+        row = dict(zip(fields, values, strict=False))
         decision = (row.get("decision") or "").strip().lower()
         if decision not in DECISIONS:
             raise UserError(f"{path}:{n}: decision {row.get('decision')!r}; allowed: "

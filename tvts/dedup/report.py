@@ -18,6 +18,7 @@ import polars as pl
 from PIL import Image
 
 from tvts.config import S3Config
+from tvts.dedup.decisions import decision_line
 from tvts.dedup.frames import centre_crop, read_frames_at
 from tvts.storage import atomic_path, atomic_write_text, local_file
 from tvts.video.decoders import DecodeError
@@ -88,7 +89,7 @@ def _figure(out_dir: Path, uri: str | None, time_s: float | None, scale: float |
 def _row(n: int, r: dict, out_dir: Path, ctx: ReportContext) -> str:
     sim = "—" if r["similarity"] is None else f"{r['similarity']:.3f}"
     frames = "—" if r["matching_frames"] is None else str(r["matching_frames"])
-    line = f"{r['video_id']},{r['downstream_set']},{r['downstream_id']},keep,"
+    line = decision_line(r["video_id"], r["downstream_set"], r["downstream_id"], "keep")
     return (
         "<tr>"
         f"<td>{n}</td>"

@@ -13,6 +13,7 @@ from tvts.config import Params
 from tvts.corpus.build import inspect_all, tabulate
 from tvts.corpus.demo.generate import demo_item_count, generate_demo
 from tvts.corpus.sources import Collected, collect, scan_dir, source_kind
+from tvts.errors import UserError
 from tvts.stages.common import progress_bar, record_params, write_metrics
 from tvts.storage import atomic_write_text, display_path
 from tvts.tables import frame, write_table
@@ -36,6 +37,17 @@ def _generate(params: Params, out_dir: Path) -> tuple[Collected, list[dict]]:
     return collected, truth
 
 
+def no_usable_video(quarantine: pl.DataFrame, source: str, shown: int = 5) -> str:
+    """Why a source gave no video: the commonest quarantine reasons, with an example each."""
+    lines = [f"corpus.source = {source!r}: none of its {quarantine.height} file(s) is a usable "
+             "video; the commonest reasons:"]
+    by_reason = quarantine.group_by("reason").agg(pl.len().alias("n"), pl.first("uri"))
+    for r in by_reason.sort(["n", "reason"], descending=[True, False]).head(shown).iter_rows(
+            named=True):
+        lines.append(f"  {r['n']} x {r['reason']} (e.g. {r['uri']})")
+    return "\n".join(lines)
+
+
 def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS) -> str:
     t0 = time.perf_counter()
     cfg = params.corpus
@@ -51,6 +63,8 @@ def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS) -
     with progress_bar(len(collected.candidates), "probing") as bar:
         inspected = inspect_all(collected.candidates, cfg, bar.update)
     videos, quarantine = tabulate(inspected, cfg)
+    if videos.height == 0:
+        raise UserError(no_usable_video(quarantine, cfg.source))
 
     kept = set(videos["video_id"])
     subtitles = frame(collected.subtitles, "subtitles").filter(pl.col("video_id").is_in(kept))
