@@ -160,7 +160,7 @@ def test_cross_section_rules_fail_at_load_naming_both_keys(raw, world, expected)
 def test_batch_rules_read_the_process_count_of_torchrun(monkeypatch):
     resolve({"pretrain": {"batch_size": 12}, "post_pretrain": {"batch_size": 12}})
     monkeypatch.setenv("WORLD_SIZE", "8")
-    with pytest.raises(ParamsError, match="pretrain.batch_size = 12 does not split over 8"):
+    with pytest.raises(ParamsError, match=r"pretrain\.batch_size = 12 does not split over 8"):
         resolve({"pretrain": {"batch_size": 12}})
     resolve({"pretrain": {"batch_size": 16}}, world_size=4)  # an explicit count wins
 
@@ -176,7 +176,7 @@ def test_cli_params_check_takes_a_process_count(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["../../x", "a/b", "x.parquet", "", "1st", "quarantine",
                                   "Quarantine", "features", "a b"])
 def test_downstream_set_names_are_safe_file_names(name):
-    with pytest.raises(ParamsError, match="downstream.sets"):
+    with pytest.raises(ParamsError, match=r"downstream\.sets"):
         resolve({"downstream": {"sets": {name: "demo"}}})
 
 

@@ -18,7 +18,6 @@ from typing import Any
 from tvts.config import S3Config
 from tvts.errors import UserError
 
-
 _umask_lock = threading.Lock()
 
 
