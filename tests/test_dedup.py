@@ -105,9 +105,16 @@ def test_clip_encoder_loads_a_saved_model(tiny_clip):
     assert enc.signature() == ClipEncoder(str(tiny_clip), device="cpu").signature()
 
 
-def test_clip_encoder_names_the_key_when_weights_are_missing(tmp_path):
-    with pytest.raises(UserError, match=r"dedup\.clip_model.*dedup\.encoder = dct"):
+def test_clip_encoder_names_the_key_when_weights_are_missing(tmp_path, tiny_clip):
+    with pytest.raises(UserError, match=r"dedup\.clip_model.*no such folder.*"
+                                        r"dedup\.encoder = dct"):
         ClipEncoder(str(tmp_path / "no-such-model-here"))
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_clip, partial)
+    (partial / "model.safetensors").unlink()  # a copy cut short
+    with pytest.raises(UserError, match=r"dedup\.clip_model = .*incomplete: no "
+                                        r"model\.safetensors"):
+        ClipEncoder(str(partial))
 
 
 # ---------------------------------------------------------------- search

@@ -284,3 +284,33 @@ def test_stage_quarantines_a_missing_clip_with_its_expected_path(tmp_path):
     expected = root / "UCF-101" / "Archery" / "v_Archery_g01_c01.avi"
     assert bad["video_id"] == "ucf/v_Archery_g01_c01" and bad["uri"] == str(expected)
     assert "clip not found" in bad["reason"]
+
+
+def test_links_in_a_set_are_followed_and_broken_ones_reported(tmp_path):
+    clips, elsewhere = tmp_path / "clips", tmp_path / "elsewhere"
+    touch(clips / "jumping" / "a.mp4")
+    touch(elsewhere / "b.mp4")
+    (clips / "waving").symlink_to(elsewhere, target_is_directory=True)
+    (clips / "jumping" / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (clips / "jumping" / "loop").symlink_to(clips, target_is_directory=True)
+    rows = by_id(read_set("mine", str(clips)))
+    assert rows["jumping/a"]["missing"] is None and rows["waving/b"]["label"] == "waving"
+    assert rows["jumping/gone"]["missing"].startswith("dangling symbolic link: gone.mp4 ->")
+    assert rows["jumping/loop"]["missing"].startswith("symbolic link loop: loop ->")
+    # a release layout: a clip behind a broken link says so, not "not found"
+    root = tmp_path / "ucf"
+    (root / "ucfTrainTestlist").mkdir(parents=True)
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("1 Archery\n")
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text("Archery/v_A_g01_c01.avi 1\n")
+    (root / "ucfTrainTestlist" / "testlist01.txt").write_text("")
+    (root / "UCF-101" / "Archery").mkdir(parents=True)
+    (root / "UCF-101" / "Archery" / "v_A_g01_c01.avi").symlink_to(tmp_path / "nowhere.avi")
+    rows = by_id(ADAPTERS["ucf101"]("ucf", root, None, 1))
+    assert rows["v_A_g01_c01"]["missing"].startswith("clip unreadable: dangling symbolic link")
+
+
+def test_a_set_of_broken_links_only_is_an_error(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "x.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    with pytest.raises(UserError, match="holds no video files"):
+        read_set("mine", str(tmp_path / "clips"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import timm
 import torch
@@ -300,3 +302,37 @@ def test_mean_pooling_ignores_padding():
     assert not torch.allclose(a, cls, atol=1e-3)
     with pytest.raises(ValueError, match="pooling"):
         TextEncoder("bundled:minilm-l6", pooling="max")
+
+
+@pytest.mark.parametrize("local", ["./models/minilm", "/no/such/folder", "~/nope/model",
+                                   "a/b/c", "models\\minilm"])
+def test_a_local_looking_path_that_does_not_exist_fails_at_once(local, monkeypatch):
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a local path was sent to the hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=r"model\.text\.name = .*: no such folder"):
+        TextEncoder(local)
+    assert time.perf_counter() - t0 < 2.0  # no retries against the hub
+
+
+def test_an_incomplete_local_folder_names_the_key_and_what_is_missing(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    tiny = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32))
+    tiny.save_pretrained(tmp_path / "tiny")
+    (tmp_path / "tiny" / "model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"model\.text\.name = .*incomplete: no "
+                                        r"model\.safetensors or pytorch_model\.bin"):
+        TextEncoder(str(tmp_path / "tiny"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"incomplete: no config\.json"):
+        TextEncoder(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text('{"model_type": "not-a-model"}')
+    (tmp_path / "empty" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=r"does not load as AutoModel"):
+        TextEncoder(str(tmp_path / "empty"))

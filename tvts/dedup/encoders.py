@@ -105,7 +105,7 @@ class ClipEncoder:
         alternative = "set dedup.encoder = dct (no weights needed)"
         self.model_name = model
         self.processor = load_pretrained(AutoImageProcessor, model, "dedup.clip_model",
-                                         alternative)
+                                         alternative, needs_weights=False)
         self.model = load_pretrained(CLIPVisionModelWithProjection, model, "dedup.clip_model",
                                      alternative).eval()
         if device == "auto":

@@ -18,6 +18,7 @@ from typing import Any
 
 from tvts.config import VIDEO_SUFFIXES
 from tvts.errors import UserError
+from tvts.storage import walk_files
 
 Row = dict[str, Any]
 
@@ -60,12 +61,15 @@ class ClipIndex:
         self.folder = folder
         self.by_name: dict[str, Path] = {}
         self.by_stem: dict[str, Path] = {}
+        self.broken: dict[str, str] = {}  # file name -> why it leads to no file
         if folder.is_dir():
-            for p in sorted(folder.rglob("*")):
-                if p.is_file():
-                    self.by_name.setdefault(p.name, p)
-                    if p.suffix.lower() in VIDEO_SUFFIXES:
-                        self.by_stem.setdefault(p.stem, p)
+            files, unlisted = walk_files(folder)
+            for p in files:
+                self.by_name.setdefault(p.name, p)
+                if p.suffix.lower() in VIDEO_SUFFIXES:
+                    self.by_stem.setdefault(p.stem, p)
+            for u in unlisted:
+                self.broken.setdefault(u.path.name, u.reason)
 
     def find(self, name: str) -> Path | None:
         """By exact file name, then by stem (a name given without or with another extension)."""
@@ -79,6 +83,8 @@ class ClipIndex:
         hit = self.find(name)
         if hit is not None:
             return hit, None
+        if name in self.broken:
+            return expected, f"clip unreadable: {self.broken[name]}"
         return expected, f"clip not found: expected {expected}"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from tvts.config import VIDEO_SUFFIXES, DownstreamSource
 from tvts.downstream.formats import ADAPTERS, Row, row
 from tvts.errors import UserError
+from tvts.storage import walk_files
 
 DEMO_ROOT = Path("data/corpus/demo/downstream")
 DEMO_SETS = ("ssv2", "msrvtt")  # what the generator writes, each in its release's format
@@ -20,11 +21,15 @@ DEMO_SETS = ("ssv2", "msrvtt")  # what the generator writes, each in its release
 def read_directory(name: str, root: Path) -> list[Row]:
     """Every video file under `root`; its label is the first sub-folder (None at the top)."""
     rows = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES
-                       and p.is_file()):
+    files, unlisted = walk_files(root)
+    entries = [(p, None) for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    # broken links and the like: quarantined with their reason, never dropped silently
+    entries += [(u.path, u.reason) for u in unlisted]
+    for path, missing in sorted(entries):
         rel = path.relative_to(root)
         label = rel.parts[0] if len(rel.parts) > 1 else None
-        rows.append(row(name, rel.with_suffix("").as_posix(), path, None, label))
+        rows.append(row(name, rel.with_suffix("").as_posix(), path, None, label,
+                        missing=missing))
     return rows
 
 
@@ -54,7 +59,7 @@ def read_set(name: str, source: str | DownstreamSource, demo_root: Path = DEMO_R
         raise UserError(f"{key} = {source!r}: not a directory. Use `demo`, a local directory "
                         "of clips (one sub-folder per label) or {format: <name>, root: <dir>}.")
     rows = read_directory(name, root)
-    if not rows:
+    if not any(r["missing"] is None for r in rows):
         raise UserError(f"{key} = {source!r} holds no video files "
                         f"({', '.join(sorted(VIDEO_SUFFIXES))})")
     return rows

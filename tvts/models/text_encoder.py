@@ -36,14 +36,15 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
-def _from_pretrained(loader: Any, name: str) -> Any:
-    return load_pretrained(loader, resolve_text_model(name), KEY, "use 'bundled:minilm-l6'")
+def _from_pretrained(loader: Any, name: str, needs_weights: bool = True) -> Any:
+    return load_pretrained(loader, resolve_text_model(name), KEY, "use 'bundled:minilm-l6'",
+                           needs_weights)
 
 
 def load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
-    return _from_pretrained(AutoTokenizer, name)
+    return _from_pretrained(AutoTokenizer, name, needs_weights=False)
 
 
 class TextEncoder(nn.Module):
