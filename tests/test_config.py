@@ -184,3 +184,23 @@ def test_downstream_set_names_differing_in_case_are_refused():
     with pytest.raises(ParamsError, match="differ only in case"):
         resolve({"downstream": {"sets": {"ssv2": "demo", "SSV2": "demo"}}})
     resolve({"downstream": {"sets": {"ssv2": "demo", "my-set_2": "/data/x"}}})
+
+
+# ---------------------------------------------------------------- stages run out of order
+@pytest.mark.parametrize(("stage", "expected"), [
+    ("asr", "data/corpus/videos.parquet (the videos table) does not exist: the `corpus` stage "
+            "makes it. Run `dvc repro corpus`"),
+    ("dedup", "data/asr/valid.parquet (the videos table) does not exist: the `validate` stage"),
+    ("evaluate", "models/pretrain/tvts.safetensors (an exported model) does not exist: the "
+                 "`pretrain` stage"),
+    ("post_pretrain", "post_pretrain.images = 'data/corpus/demo/downstream/cc3m': no such "
+                      "directory"),
+])
+def test_a_stage_before_its_inputs_names_what_is_missing_and_who_makes_it(
+        tmp_path, monkeypatch, capsys, stage, expected):
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    (tmp_path / "params.yaml").write_text("profile: micro\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["stage", stage]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

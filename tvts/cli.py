@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 import yaml
 
 from tvts.config import ParamsError, load_params, process_count
-from tvts.errors import UserError
+from tvts.errors import MissingInput, UserError
 
 STAGES = ("corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_pretrain",
           "evaluate")
@@ -40,16 +42,46 @@ def parse_part(text: str) -> tuple[int, int]:
     return i, n
 
 
+def producer_of(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
+    """The dvc.yaml stage whose outputs hold `path`, if any."""
+    try:
+        stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return None
+    target = Path(os.path.relpath(Path(path).absolute(), Path(dvc_yaml).absolute().parent))
+    for name, stage in stages.items():
+        for kind in ("outs", "metrics", "plots"):
+            for out in stage.get(kind) or []:
+                out_path = Path(next(iter(out)) if isinstance(out, dict) else str(out))
+                if target == out_path or out_path in target.parents:
+                    return str(name)
+    return None
+
+
+def _missing_input_message(path: str, what: str) -> str:
+    stage = producer_of(path)
+    if stage is None:
+        return f"{path} ({what}) does not exist"
+    return (f"{path} ({what}) does not exist: the `{stage}` stage makes it. Run `dvc repro "
+            f"{stage}` (it runs the stages before it when needed), then this stage again.")
+
+
 def _stage_cmd(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     module = importlib.import_module(f"tvts.stages.{args.name}")
-    if args.shards is None:
-        print(module.run(params))
-        return 0
-    if args.name not in SHARDED_STAGES:
+    if args.shards is not None and args.name not in SHARDED_STAGES:
         raise UserError(f"--shards: stage {args.name} has no per-shard mode; stages that "
                         f"have: {', '.join(SHARDED_STAGES)}")
-    print(module.run(params, shards=parse_part(args.shards)))
+    kwargs = {} if args.shards is None else {"shards": parse_part(args.shards)}
+    try:
+        print(module.run(params, **kwargs))
+    except MissingInput as e:
+        raise UserError(_missing_input_message(e.path, e.what)) from None
+    except FileNotFoundError as e:
+        # an input of another stage's making, read without the tables' check
+        if e.filename is None or producer_of(e.filename) is None:
+            raise
+        raise UserError(_missing_input_message(str(e.filename), "an input")) from None
     return 0
 
 

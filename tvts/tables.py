@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from tvts.errors import MissingInput
 from tvts.storage import atomic_path
 
 VIDEOS = pl.Schema(
@@ -120,4 +121,6 @@ def write_table(df: pl.DataFrame, path: str | Path, name: str) -> pl.DataFrame:
 
 
 def read_table(path: str | Path, name: str) -> pl.DataFrame:
+    if not Path(path).exists():
+        raise MissingInput(str(path), f"the {name} table")
     return conform(pl.read_parquet(path), SCHEMAS[name], name)

@@ -28,13 +28,21 @@ class CaptionedItem:
     image: bool
 
 
-def read_webvid(root: str | Path) -> list[CaptionedItem]:
+def _existing_root(root: str | Path, key: str, layout: str) -> Path:
+    path = Path(root)
+    if not path.is_dir():
+        raise UserError(f"{key} = {str(root)!r}: no such directory. Point it at a {layout} "
+                        "(the demo's is made by the corpus stage: dvc repro corpus)")
+    return path
+
+
+def read_webvid(root: str | Path, key: str = "post_pretrain.clips") -> list[CaptionedItem]:
     """WebVid layout: `results_*.csv` (videoid, contentUrl, duration, page_dir, name) and
     `videos/<page_dir>/<videoid>.mp4`."""
-    root = Path(root)
+    root = _existing_root(root, key, "WebVid folder (results_*.csv + videos/)")
     csvs = sorted(root.glob("results_*.csv"))
     if not csvs:
-        raise UserError(f"{root}: no WebVid results_*.csv")
+        raise UserError(f"{key} = {str(root)!r}: no WebVid results_*.csv in it")
     items = []
     for path in csvs:
         with open(path, newline="") as f:
@@ -45,13 +53,13 @@ def read_webvid(root: str | Path) -> list[CaptionedItem]:
     return items
 
 
-def read_cc3m(root: str | Path) -> list[CaptionedItem]:
+def read_cc3m(root: str | Path, key: str = "post_pretrain.images") -> list[CaptionedItem]:
     """CC3M layout: `Train_GCC-training.tsv` (caption <TAB> url) and `url_map.tsv`
     (url <TAB> local image path, relative to the root) for the images downloaded."""
-    root = Path(root)
+    root = _existing_root(root, key, "CC3M folder (Train_GCC-training.tsv + url_map.tsv)")
     tsv, mapping_file = root / "Train_GCC-training.tsv", root / "url_map.tsv"
     if not tsv.exists() or not mapping_file.exists():
-        raise UserError(f"{root}: needs Train_GCC-training.tsv and url_map.tsv")
+        raise UserError(f"{key} = {str(root)!r}: needs Train_GCC-training.tsv and url_map.tsv")
     mapping = dict(line.split("\t", 1) for line in mapping_file.read_text().splitlines() if line)
     items = []
     for i, line in enumerate(tsv.read_text().splitlines()):

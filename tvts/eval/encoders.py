@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tvts.config import Params
-from tvts.errors import UserError
+from tvts.errors import MissingInput, UserError
 from tvts.models.factory import build_tvts, model_signature
 from tvts.models.tvts_model import TVTSModel
 
@@ -23,9 +23,9 @@ def load_exported(params: Params, directory: str | Path) -> TVTSModel:
 
     directory = Path(directory)
     weights, info = directory / EXPORT_WEIGHTS, directory / EXPORT_INFO
-    if not weights.exists() or not info.exists():
-        raise UserError(f"{directory} holds no exported model ({EXPORT_WEIGHTS} + {EXPORT_INFO}):"
-                        " run the stage that writes it first (dvc repro pretrain)")
+    for path in (weights, info):
+        if not path.exists():
+            raise MissingInput(str(path), "an exported model")
     saved = json.loads(info.read_text()).get("signature")
     expected = json.loads(json.dumps(model_signature(params)))
     if saved != expected:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvts.errors import UserError
+from tvts.errors import MissingInput, UserError
 from tvts.storage import atomic_path, atomic_write_text
 
 BEST, STATE = "best.pt", "checkpoints.json"
@@ -98,7 +98,7 @@ def load_checkpoint(path: str | Path, model_config: dict[str, Any] | None = None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"checkpoint {path}: no such file") from None
+        raise MissingInput(str(path), "a checkpoint") from None
     except Exception as e:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: "
                         f"{str(e)[:200]}); delete it to start over or point at another one"
