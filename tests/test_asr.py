@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from tvts.asr.engines import Word, cut_repeats, finish, load_engine
 from tvts.asr.journal import ShardJournal, shard_of
 from tvts.asr.scoring import align, demo_reference, inside
 from tvts.config import resolve
+from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.tables import read_table
 from tvts.video.audio import read_audio_float
@@ -253,6 +255,50 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(micro_corpus, tmp_path
     _run_asr(clean).communicate(timeout=300)
     assert words.equals(read_table(clean / "asr" / "words.parquet", "words"))
     assert "resumed" in out
+
+
+def test_a_second_run_on_one_journal_is_refused_naming_the_holder(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from tvts.asr.journal import ShardJournal\n"
+         f"j = ShardJournal({str(tmp_path)!r}, 4, 'fp')\n"
+         "with j.lock([0, 2]):\n    print('held', flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        journal = ShardJournal(tmp_path, 4, "fp")
+        with pytest.raises(UserError, match=rf"shard-00002\.jsonl is being written by pid "
+                                            rf"{holder.pid} on .* another ASR run"):
+            with journal.lock([1, 2]):
+                pass
+        with journal.lock([1, 3]):  # other shards: a part of the same run goes ahead
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with ShardJournal(tmp_path, 4, "fp").lock(range(4)):  # the dead holder left no lock
+        pass
+
+
+def test_failed_records_are_retried_on_the_next_run(micro_corpus, tmp_path):
+    params, root = micro_corpus
+    good = read_table(root / "corpus" / "videos.parquet", "videos").sort("uri").row(
+        0, named=True)
+    late = tmp_path / "late.mp4"  # not there yet: an S3 hiccup, a mount not up
+    task = Task("vlate", str(late), True, good["duration_s"])
+    cfg = params.asr.model_copy(update={"engine": "faster-whisper", "retry_failed": False})
+    first = transcribe_corpus([task], cfg, params.corpus.s3, "", tmp_path / "j")
+    assert first.records["vlate"]["status"] == "failed"
+    shutil.copy(good["uri"], late)
+    kept = transcribe_corpus([task], cfg, params.corpus.s3, "", tmp_path / "j")
+    assert kept.records["vlate"]["status"] == "failed" and kept.resumed == 1
+    cfg = cfg.model_copy(update={"retry_failed": True})
+    again = transcribe_corpus([task], cfg, params.corpus.s3, "", tmp_path / "j")
+    assert again.records["vlate"]["status"] == "done" and again.records["vlate"]["words"]
+    assert (again.retried, again.resumed) == (1, 0)
+    assert to_tables(again)[2]["videos_retried"] == 1
+    final = transcribe_corpus([task], cfg, params.corpus.s3, "", tmp_path / "j")
+    assert (final.retried, final.resumed) == (0, 1)  # done records are not redone
 
 
 def test_changed_settings_do_not_reuse_records(micro_corpus, tmp_path):

@@ -176,6 +176,10 @@ class AsrConfig(_Section):
     threads: PositiveInt = 2  # CPU threads per worker
     # Results are grouped into this many shards (files), each holding many videos.
     num_shards: PositiveInt = 8
+    # Videos whose transcription failed in an earlier run (unreadable audio, an engine
+    # error: often transient) are tried again; false: they stay failed until their shard
+    # is deleted.
+    retry_failed: bool = True
     # YT-Temporal words carry start times only: end = next start, at most this long.
     import_max_word_s: Annotated[float, Field(gt=0.0)] = 1.0
     model_cache_dir: str = ".cache/tvts/models"

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from tvts.asr.engines import SAMPLE_RATE, Engine, load_engine
-from tvts.asr.journal import ShardJournal
+from tvts.asr.journal import ShardJournal, shard_of
 from tvts.config import AsrConfig, S3Config
 from tvts.storage import local_file
 from tvts.tables import frame
@@ -24,7 +24,8 @@ from tvts.video.audio import read_audio_float
 
 STAGE = "asr"
 # Settings that do not change a transcript, so they do not invalidate finished records.
-_RUNTIME_KEYS = {"workers", "threads", "num_shards", "model_cache_dir", "device"}
+_RUNTIME_KEYS = {"workers", "threads", "num_shards", "model_cache_dir", "device",
+                 "retry_failed"}
 
 
 def fingerprint(cfg: AsrConfig) -> str:
@@ -115,16 +116,26 @@ class RunResult:
     records: dict[str, dict[str, Any]]
     resumed: int  # finished in an earlier run
     write_s: float
+    retried: int = 0  # failed in an earlier run, tried again
 
 
 def transcribe_corpus(tasks: list[Task], cfg: AsrConfig, s3: S3Config, cache_dir: str,
                       journal_dir: str | Path, progress: Callable[[int], None] | None = None
                       ) -> RunResult:
     journal = ShardJournal(journal_dir, cfg.num_shards, fingerprint(cfg))
+    with journal.lock(shard_of(t.video_id, cfg.num_shards) for t in tasks):
+        return _transcribe(tasks, cfg, s3, cache_dir, journal, progress)
+
+
+def _transcribe(tasks: list[Task], cfg: AsrConfig, s3: S3Config, cache_dir: str,
+                journal: ShardJournal, progress: Callable[[int], None] | None) -> RunResult:
     done = journal.load()
     wanted = {t.video_id for t in tasks}
-    resumed = len(wanted & set(done))
-    todo = [t for t in tasks if t.video_id not in done]
+    # a failure may be transient (an S3 hiccup, memory): tried again on the next run
+    retry = {v for v in wanted & set(done)
+             if cfg.retry_failed and done[v]["status"] == "failed"}
+    resumed = len(wanted & set(done)) - len(retry)
+    todo = [t for t in tasks if t.video_id not in done or t.video_id in retry]
     tick = progress or (lambda n: None)
     tick(resumed)
     write_s = 0.0
@@ -153,7 +164,8 @@ def transcribe_corpus(tasks: list[Task], cfg: AsrConfig, s3: S3Config, cache_dir
             futures = [pool.submit(process, t) for t in todo]
             for fut in as_completed(futures):
                 record(fut.result())
-    return RunResult({k: v for k, v in done.items() if k in wanted}, resumed, write_s)
+    return RunResult({k: v for k, v in done.items() if k in wanted}, resumed, write_s,
+                     len(retry))
 
 
 def to_tables(result: RunResult) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
@@ -177,6 +189,7 @@ def to_tables(result: RunResult) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, 
     metrics = {
         "videos_done": status["done"], "videos_skipped": status["skipped"],
         "videos_failed": status["failed"], "videos_resumed": result.resumed,
+        "videos_retried": result.retried,
         "words": len(words), "audio_hours": round(totals["audio_s"] / 3600, 4),
         "dropped_outside_speech": totals["dropped_outside_speech"],
         "repeats_cut": totals["repeats_cut"],

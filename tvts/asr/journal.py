@@ -9,12 +9,22 @@ lets machines split the work by shard.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tvts.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per journal is up to the user
+    fcntl = None  # type: ignore[assignment]
 
 
 def shard_of(video_id: str, num_shards: int) -> int:
@@ -37,6 +47,42 @@ class ShardJournal:
 
     def path(self, shard: int) -> Path:
         return self.dir / f"shard-{shard:05d}.jsonl"
+
+    @contextlib.contextmanager
+    def lock(self, shards: Iterable[int]) -> Iterator[None]:
+        """Hold the write locks of `shards` for the block, or fail at once naming the process
+        that holds one. Parts of one run (`--shards i/n`) lock disjoint shards and run side
+        by side; two runs over the same shards cannot. The OS drops a lock when its holder
+        dies, so a killed run leaves none behind."""
+        if fcntl is None:
+            yield
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        held: list[Any] = []
+        try:
+            for shard in sorted(set(shards)):
+                path = self.path(shard).with_suffix(".lock")
+                f = open(path, "a+")
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    f.close()
+                    raise UserError(
+                        f"{self.path(shard)} is being written by {holder}: another ASR run "
+                        f"works on this journal ({self.dir}). Wait for it to end or stop it; "
+                        "parts of one run split the shards with --shards i/n.") from None
+                held.append(f)
+                f.seek(0)
+                f.truncate()
+                since = datetime.datetime.now().isoformat(timespec="seconds")
+                f.write(f"pid {os.getpid()} on {socket.gethostname()} since {since}\n")
+                f.flush()
+            yield
+        finally:
+            for f in held:
+                f.close()  # closing releases the lock
 
     def _lines(self, path: Path) -> Iterator[dict[str, Any]]:
         with open(path, "rb") as f:

@@ -43,6 +43,7 @@ def run(params: Params, corpus_dir: Path = CORPUS, out_dir: Path = OUT_DIR,
     write_metrics(metrics_path, metrics)
     return (f"asr: {metrics['videos_done']} videos transcribed ({metrics['words']} words, "
             f"{metrics['audio_hours'] * 60:.1f} min of audio), {metrics['videos_skipped']} "
-            f"skipped, {metrics['videos_failed']} failed, {metrics['videos_resumed']} resumed; "
+            f"skipped, {metrics['videos_failed']} failed, {metrics['videos_resumed']} resumed, "
+            f"{metrics['videos_retried']} failed before and retried; "
             f"real-time factor {metrics['real_time_factor']}; "
             f"{time.perf_counter() - t0:.1f} s")
