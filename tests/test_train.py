@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import polars as pl
@@ -75,6 +76,48 @@ def test_resume_is_exact(corpus):
     assert all(torch.equal(a[k], b[k]) for k in a)
     full = load_checkpoint(corpus / "resumed/checkpoints/step-0000005.pt")
     assert full["optimizer"]["state"] and full["step"] == 5
+
+
+def _curves(live: Path) -> dict[str, list[tuple[str, str]]]:
+    """Every logged curve but the timings: (step, value) rows by metric."""
+    out = {}
+    for tsv in sorted((live / "plots" / "metrics").rglob("*.tsv")):
+        if tsv.stem in ("clips_per_s", "data_wait_share"):
+            continue
+        rows = tsv.read_text().splitlines()[1:]
+        out[tsv.relative_to(live).as_posix()] = [tuple(r.split("\t")) for r in rows]
+    return out
+
+
+def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus):
+    # 3 epochs of n steps. The interrupted run logs step n + 2 (and epoch 1's validation),
+    # then dies before its checkpoint: the bookkeeping is cut back to epoch 1's checkpoint
+    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0, "epochs": 3,
+                                                       "keep_checkpoints": 2}})
+
+    def run(out: str, max_steps=None) -> str:
+        return pretrain_stage.run(params, corpus / "videos.parquet", corpus / "words.parquet",
+                                  corpus / out, corpus / f"{out}.json", corpus / f"{out}_live",
+                                  max_steps)
+
+    straight = run("whole")
+    n = len(_curves(corpus / "whole_live")["plots/metrics/train/loss.tsv"]) // 3
+    run("cut", max_steps=n + 2)
+    ckpts = corpus / "cut" / "checkpoints"
+    state = json.loads((ckpts / "checkpoints.json").read_text())
+    assert state["history"][-2:] == ["epoch-001.pt", f"step-{n + 2:07d}.pt"]
+    (ckpts / state["history"].pop()).unlink()
+    (ckpts / "checkpoints.json").write_text(json.dumps(state))
+    resumed = run("cut")
+    whole, cut = _curves(corpus / "whole_live"), _curves(corpus / "cut_live")
+    assert whole.keys() == cut.keys() and "plots/metrics/val/sort_acc.tsv" in whole
+    for name in whole:
+        assert [r[0] for r in cut[name]] == [r[0] for r in whole[name]], name  # the steps
+        assert cut[name] == whole[name], name
+    assert [r[0] for r in whole["plots/metrics/train/loss.tsv"]] == [str(i) for i in range(3 * n)]
+    assert [r[0] for r in whole["plots/metrics/val/sort_acc.tsv"]] == [str(n * e) for e in (1, 2, 3)]
+    accuracy = re.compile(r"held-out sort accuracy (\S+) -> (\S+)")
+    assert accuracy.search(resumed).groups() == accuracy.search(straight).groups()
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:

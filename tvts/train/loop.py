@@ -27,6 +27,7 @@ from tvts.data.transforms import batch_to
 from tvts.errors import UserError
 from tvts.train.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
 from tvts.train.distributed import Dist, all_mean
+from tvts.train.live_log import rewind
 from tvts.train.sampler import ResumableSampler
 from tvts.train.schedule import lr_at
 
@@ -89,6 +90,8 @@ class Trainer:
         self.model_config = model_config
         self.live_dir = live_dir
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        # every validation so far, with the step it followed (restored on resume)
+        self.val_history: list[dict[str, float]] = []
         self._wrapped: nn.Module | None = None
 
     # ------------------------------------------------------------ setup
@@ -118,12 +121,13 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.val_history = [dict(v) for v in state.get("val_history", [])]
         return True
 
     def _state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rng": rng_state(), "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch}
+                "batch_in_epoch": self.batch_in_epoch, "val_history": self.val_history}
 
     def _save(self, name: str, metric: float | None = None) -> None:
         if self.d.main:
@@ -149,11 +153,12 @@ class Trainer:
             from dvclive import Live
 
             live = Live(str(self.live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=False)
+            if resumed:  # rows logged after the checkpoint would be logged again
+                rewind(self.live_dir, self.step - 1, self.val_history)
         total_steps = self.steps_per_epoch * self.cfg.epochs
         bar = tqdm(total=total_steps, initial=self.step, disable=not self.d.main,
                    desc="train", unit="step", dynamic_ncols=True)
         last: dict[str, float] = {}
-        history: list[dict[str, float]] = []
         stopped = False
         try:
             while self.epoch < self.cfg.epochs:
@@ -208,6 +213,10 @@ class Trainer:
                     last["train/data_wait_share"] = wait / max(wait + busy, 1e-9)
                     parts, wait, busy, clips = {}, 0.0, 0.0, 0
                     if live is not None:
+                        # train rows at steps 0, 1, ...; each validation at the step after
+                        # its epoch's last row. Set, not counted: a resumed run continues
+                        # the numbering of its checkpoint whatever the log saw after it
+                        live.step = self.step - 1
                         for k, v in last.items():
                             live.log_metric(k, v)
                         live.next_step()
@@ -218,14 +227,16 @@ class Trainer:
                     if max_steps is not None and self.step >= max_steps:
                         stopped = True
                         self._save(f"step-{self.step:07d}.pt")
-                        return FitResult(self.step, self.epoch, last, history, True)
+                        return FitResult(self.step, self.epoch, last, self._history(), True)
                 # end of epoch
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 val = self._validate()
-                history.append(val)
+                if val:
+                    self.val_history.append({"step": self.step, **val})
                 last |= val
                 if live is not None:
+                    live.step = self.step
                     for k, v in val.items():
                         live.log_metric(k, v, plot=True)
                 self._save(f"epoch-{self.epoch:03d}.pt", val.get(self.monitor))
@@ -236,7 +247,11 @@ class Trainer:
             bar.close()
             if live is not None and not stopped:
                 live.end()
-        return FitResult(self.step, self.epoch, last, history, False)
+        return FitResult(self.step, self.epoch, last, self._history(), False)
+
+    def _history(self) -> list[dict[str, float]]:
+        """The validations of the whole run, resumed parts included."""
+        return [{k: v for k, v in row.items() if k != "step"} for row in self.val_history]
 
     def _validate(self) -> dict[str, float]:
         if self.val_set is None or len(self.val_set) == 0:
