@@ -267,10 +267,9 @@ def test_a_second_run_on_one_journal_is_refused_naming_the_holder(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         journal = ShardJournal(tmp_path, 4, "fp")
-        with pytest.raises(UserError, match=rf"shard-00002\.jsonl is being written by pid "
-                                            rf"{holder.pid} on .* another ASR run"):
-            with journal.lock([1, 2]):
-                pass
+        refused = rf"shard-00002\.jsonl is being written by pid {holder.pid} on .* another ASR run"
+        with pytest.raises(UserError, match=refused), journal.lock([1, 2]):
+            pass
         with journal.lock([1, 3]):  # other shards: a part of the same run goes ahead
             pass
     finally:

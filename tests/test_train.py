@@ -115,7 +115,8 @@ def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus)
         assert [r[0] for r in cut[name]] == [r[0] for r in whole[name]], name  # the steps
         assert cut[name] == whole[name], name
     assert [r[0] for r in whole["plots/metrics/train/loss.tsv"]] == [str(i) for i in range(3 * n)]
-    assert [r[0] for r in whole["plots/metrics/val/sort_acc.tsv"]] == [str(n * e) for e in (1, 2, 3)]
+    val_steps = [r[0] for r in whole["plots/metrics/val/sort_acc.tsv"]]
+    assert val_steps == [str(n * e) for e in (1, 2, 3)]
     accuracy = re.compile(r"held-out sort accuracy (\S+) -> (\S+)")
     assert accuracy.search(resumed).groups() == accuracy.search(straight).groups()
 

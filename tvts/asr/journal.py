@@ -62,7 +62,7 @@ class ShardJournal:
         try:
             for shard in sorted(set(shards)):
                 path = self.path(shard).with_suffix(".lock")
-                f = open(path, "a+")
+                f = open(path, "a+")  # noqa: SIM115 (held past this block, closed below)
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
