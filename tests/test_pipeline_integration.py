@@ -93,9 +93,11 @@ def test_dvc_repro_runs_the_pipeline(repo):
     confusion = json.loads((repo / "reports/eval/confusion/ssv2-pretrain.json").read_text())
     assert len(confusion) == ev["ssv2"]["linear"]["pretrain"]["test_clips"]
     assert (repo / "reports/eval/summary.md").read_text().startswith("| set |")
-    # cached: a second repro has nothing to do
-    assert "didn't change" in _sh([sys.executable, "-m", "dvc", "status"], repo) or \
-        "up to date" in _sh([sys.executable, "-m", "dvc", "status"], repo)
+    # cached: a second repro only lists the sources again, and that changes nothing
+    status = json.loads(_sh([sys.executable, "-m", "dvc", "status", "--json"], repo))
+    assert status == {"sources": ["always changed"]}, status
+    again = _sh([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Running stage 'sources'" in again and again.count("didn't change") == 8, again
 
 
 def test_dvc_exp_run_with_a_params_override(repo):

@@ -13,8 +13,8 @@ import yaml
 from tvts.config import ParamsError, load_params, process_count
 from tvts.errors import MissingInput, UserError
 
-STAGES = ("corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_pretrain",
-          "evaluate")
+STAGES = ("sources", "corpus", "asr", "validate", "downstream", "dedup", "pretrain",
+          "post_pretrain", "evaluate")
 
 
 def _params_cmd(args: argparse.Namespace) -> int:
