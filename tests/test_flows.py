@@ -24,8 +24,8 @@ from tvts.config import ParamsError
 from .conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
-STAGES = ["sources", "corpus", "asr", "validate", "downstream", "dedup", "pretrain", "post_pretrain",
-          "evaluate"]
+STAGES = ["sources", "corpus", "asr", "validate", "downstream", "dedup", "pretrain",
+          "post_pretrain", "evaluate"]
 
 
 # ---------------------------------------------------------------- units
