@@ -36,6 +36,31 @@ def test_paper_profile_values():
     assert (p.post_pretrain.image_frames, p.post_pretrain.clip_frames) == (1, 4)
     assert p.post_pretrain.epochs == 12
     assert p.model.text.name == "distilbert-base-uncased"
+    # post-pretraining: the paper's batch of 800, the release's constant rate
+    post = p.post_pretrain
+    assert post.batch_size == 800
+    from tvts.train.schedule import lr_at
+
+    rates = {lr_at(e + 0.5, post.lr, post.schedule, post.epochs, post.lr_milestones,
+                   post.warmup_epochs) for e in range(post.epochs)}
+    assert rates == {1e-4}
+    assert p.corpus.yt_temporal.text == "denoised"  # the release's transcript words
+
+
+def test_paper_profile_refuses_to_train_from_scratch_by_accident(tmp_path):
+    p = resolve({"profile": "paper"})
+    with pytest.raises(ParamsError, match=r"model\.video\.init is not set.*ImageMAE-Base.*"
+                                          r"mae_pretrain_vit_base\.pth.*`scratch`"):
+        p.check_video_init()
+    resolve({"profile": "paper", "model": {"video": {"init": "scratch"}}}).check_video_init()
+    resolve({"profile": "paper", "model": {"video": {"init": "/w/mae.pth"}}}).check_video_init()
+    resolve({}).check_video_init()  # the demo trains from scratch: no MAE weights offline
+    # the stage stops before reading anything (the tables named here do not exist)
+    from tvts.stages import pretrain as pretrain_stage
+
+    with pytest.raises(ParamsError, match=r"model\.video\.init is not set"):
+        pretrain_stage.run(p, tmp_path / "none.parquet", tmp_path / "none.parquet",
+                           tmp_path / "out", tmp_path / "m.json", None)
 
 
 def test_params_yaml_keys_override_the_profile():

@@ -198,7 +198,8 @@ def test_yt_temporal_source(tmp_path):
     make_video(root / "videos" / "badJson0000.mp4", seed=3)
     (root / "annotations" / "badJson0000.json").write_text('{"subtitles": [{"word": 1}]}')
     (root / "annotations" / "videoMissing.json").write_text('{"subtitles": []}')
-    _, videos, quarantine, _ = _run(tmp_path, f"yt_temporal:{root}")
+    _, videos, quarantine, _ = _run(tmp_path, f"yt_temporal:{root}",
+                                    yt_temporal={"text": "raw"})
     assert videos["video_id"].to_list() == ["abcDEF12345"]
     assert videos["source"].to_list() == ["yt_temporal"]
     reasons = dict(zip(quarantine["video_id"], quarantine["reason"], strict=True))
@@ -210,6 +211,33 @@ def test_yt_temporal_source(tmp_path):
         {"video_id": "abcDEF12345", "idx": 0, "word": "hello", "start_s": 0.2},
         {"video_id": "abcDEF12345", "idx": 1, "word": "world", "start_s": 0.9},
     ]
+
+
+def test_yt_temporal_denoised_words_take_the_subtitle_timing(tmp_path):
+    root = tmp_path / "yt"
+    root.mkdir()
+    raw = [("hey", 0.0), ("guys", 0.4), ("so", 1.0), ("todya", 1.5), ("we", 2.0),
+           ("uh", 2.2), ("gonna", 2.5), ("[Music]", 3.0), ("cook", 3.5)]
+    annotation = {"subtitles": [{"word": w, "time": t} for w, t in raw],
+                  "denoised": [{"cleanasr": "Hey guys, so today we're", "start": 0, "end": 2},
+                               {"cleanasr": "going to cook.", "start": 2, "end": 4}]}
+    for seed, vid in enumerate(("cleanVid001", "noCleanVid1")):
+        make_video(root / f"{vid}.mp4", seconds=4.0, seed=seed)
+    (root / "cleanVid001.json").write_text(json.dumps(annotation))
+    (root / "noCleanVid1.json").write_text(json.dumps({"subtitles": annotation["subtitles"]}))
+    _, _, _, metrics = _run(tmp_path, f"yt_temporal:{root}")
+    subs = read_table(tmp_path / "out" / "subtitles.parquet", "subtitles").sort("idx")
+    clean = subs.filter(pl.col("video_id") == "cleanVid001")
+    got = list(zip(clean["word"], clean["start_s"], strict=True))
+    assert got == [("Hey", 0.0), ("guys,", 0.4), ("so", 1.0), ("today", 1.5),
+                   ("we're", 2.0), ("going", 2.2), ("to", 2.5), ("cook.", 3.5)]
+    # without cleaned words the subtitle words are used, and counted
+    raw_only = subs.filter(pl.col("video_id") == "noCleanVid1")["word"].to_list()
+    assert raw_only == [w for w, _ in raw] and metrics["raw_subtitles_only"] == 1
+    _run(tmp_path, f"yt_temporal:{root}", yt_temporal={"text": "raw"})
+    subs = read_table(tmp_path / "out" / "subtitles.parquet", "subtitles").sort("idx")
+    assert subs.filter(pl.col("video_id") == "cleanVid001")["word"].to_list() == [
+        w for w, _ in raw]
 
 
 def _subs(words):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ import time
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 
 from tvts.config import resolve
 from tvts.errors import UserError
@@ -145,6 +146,19 @@ def test_mae_checkpoint_format_with_decoder_and_grid_resize(tmp_path):
     assert m.pos_embed_spatial.shape == (1, 17, 48)
     assert torch.equal(m.pos_embed_spatial[:, 0], vit.pos_embed[:, 0])
     assert torch.equal(m.blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
+
+
+def test_video_init_scratch_builds_random_weights_and_a_path_loads_them(tmp_path):
+    from tvts.models.factory import build_video_encoder
+
+    micro = {"profile": "micro"}
+    scratch = build_video_encoder(resolve({**micro, "model": {"video": {"init": "scratch"}}}))
+    default = build_video_encoder(resolve(micro))
+    assert type(scratch) is type(default)
+    save_file(scratch.state_dict(), tmp_path / "w.safetensors")
+    loaded = build_video_encoder(resolve(
+        {**micro, "model": {"video": {"init": str(tmp_path / "w.safetensors")}}}))
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, scratch.blocks[0].attn.qkv.weight)
 
 
 def test_mismatch_that_matters_is_an_error(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import time
 from pathlib import Path
 
 import polars as pl
@@ -62,20 +64,92 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
 
+# training that draws random numbers: text dropout (the text encoder trained) and drop path
+RANDOM_TRAINING = {"text": {"freeze": False, "dropout": True}, "video": {"drop_path": 0.2}}
+
+
 def test_resume_is_exact(corpus):
-    # 2 steps per epoch: stop mid-epoch 2 (step 3), resume, and go to mid-epoch 3 (step 5),
-    # through an epoch end with its validation
-    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 1, "epochs": 3}})
-    _pretrain(corpus, "straight", params, max_steps=5)
-    _pretrain(corpus, "resumed", params, max_steps=3)
-    assert (corpus / "resumed/checkpoints/step-0000003.pt").exists()
-    _pretrain(corpus, "resumed", params, max_steps=5)
-    a = _weights(corpus / "straight/checkpoints/step-0000005.pt")
-    b = _weights(corpus / "resumed/checkpoints/step-0000005.pt")
+    # stop mid-epoch 2 (step 7 of 5 per epoch), resume, and go to step 9, through an epoch
+    # end with its validation; dropout and drop path draw from the restored random state
+    params = resolve({"profile": "micro", "model": RANDOM_TRAINING,
+                      "pretrain": {"loader_workers": 1, "epochs": 3}})
+    _pretrain(corpus, "straight", params, max_steps=9)
+    _pretrain(corpus, "resumed", params, max_steps=7)
+    assert (corpus / "resumed/checkpoints/step-0000007.pt").exists()
+    _pretrain(corpus, "resumed", params, max_steps=9)
+    a = _weights(corpus / "straight/checkpoints/step-0000009.pt")
+    b = _weights(corpus / "resumed/checkpoints/step-0000009.pt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    full = load_checkpoint(corpus / "resumed/checkpoints/step-0000005.pt")
-    assert full["optimizer"]["state"] and full["step"] == 5
+    full = load_checkpoint(corpus / "resumed/checkpoints/step-0000009.pt")
+    assert full["optimizer"]["state"] and full["step"] == 9
+
+
+def _ddp_resume_worker(rank: int, world: int, port: int, root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    root_ = Path(root)
+    params = resolve({"profile": "micro", "model": RANDOM_TRAINING,
+                      "pretrain": {"loader_workers": 0, "epochs": 2}})
+    for out, steps in (("ddp_straight", 4), ("ddp_resumed", 1), ("ddp_resumed", 4)):
+        pretrain_stage.run(params, root_ / "videos.parquet", root_ / "words.parquet",
+                           root_ / out, root_ / f"{out}.json", None, steps)
+        # each process's random state after the run, to compare across ranks
+        torch.save(torch.get_rng_state(), root_ / f"{out}.rng{rank}")
+
+
+def test_two_process_resume_is_exact_and_ranks_draw_their_own_dropout(corpus):
+    mp.spawn(_ddp_resume_worker, args=(2, free_port(), str(corpus)), nprocs=2, join=True)
+    a = _weights(corpus / "ddp_straight/checkpoints/step-0000004.pt")
+    b = _weights(corpus / "ddp_resumed/checkpoints/step-0000004.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # each rank saved its own state: rank 1 resumed with its stream, not rank 0's
+    saved = load_checkpoint(corpus / "ddp_resumed/checkpoints/step-0000004.pt")["rng"]
+    assert len(saved) == 2 and not torch.equal(saved[0]["torch"], saved[1]["torch"])
+    rng0 = torch.load(corpus / "ddp_straight.rng0", weights_only=True)
+    rng1 = torch.load(corpus / "ddp_straight.rng1", weights_only=True)
+    assert not torch.equal(rng0, rng1)  # dropout differs across processes
+
+
+class _Squares(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": torch.full((1,), float(i + 1))}
+
+
+class _CountingTask:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def loss(self, model, batch, world):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return {"loss": (model(batch["video"]) ** 2).mean()}
+
+
+def test_an_epoch_holds_whole_optimiser_steps(tmp_path):
+    """6 items in micro-batches of 2, 2 micro-batches a step: the third micro-batch would be
+    back-propagated, never stepped, and added to the next epoch's first gradient."""
+    from torch.utils.data import default_collate
+
+    from tvts.config import PretrainConfig
+    from tvts.train.distributed import Dist
+    from tvts.train.loop import Trainer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    task = _CountingTask()
+    cfg = PretrainConfig(epochs=2, batch_size=4, micro_batch=2, loader_workers=0, lr=0.1,
+                         schedule="step", lr_milestones=[], warmup_epochs=0.0)
+    trainer = Trainer(model, task, cfg, _Squares(), None, default_collate, tmp_path,
+                      Dist(0, 1, 0, torch.device("cpu")), 0, {}, "val/loss", "min")
+    result = trainer.fit()
+    assert result.steps == 2 and task.calls == 4  # 2 steps of 2 micro-batches, per epoch 1
+    assert all(p.grad is None for p in model.parameters())  # nothing left accumulated
+    sampler = ResumableSampler(7, 1, seed=0, steps_of=3)
+    assert sampler.batches_per_epoch() == 6 and len(list(sampler)) == 6
 
 
 def _curves(live: Path) -> dict[str, list[tuple[str, str]]]:
@@ -286,3 +360,76 @@ def test_other_video_hits_on_the_real_model():
     assert torch.allclose(out["video_tokens"].roll(1, 0), rolled_tokens, atol=1e-5)
     assert hits.shape == (2, k) and hits.dtype == torch.bool
     assert torch.equal(hits, (direct.argmax(-1) == batch["order"])[[0, 1]])
+
+
+def test_validation_retrieval_counts_a_clip_of_the_same_video_as_a_hit():
+    from tvts.train.tasks import _retrieval
+
+    # clips 0 and 1 are of video a: text 0's best match is clip 1, of its own video
+    v = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    t = torch.tensor([[0.8, 0.2, 0.0], [0.8, 0.2, 0.0], [0.0, 1.0, 0.0], [0.0, 0.1, 1.0]])
+    got = _retrieval([v], [t], ["a", "a", "b", "c"])
+    assert got == {"val/r1_v2t": 100.0, "val/r1_t2v": 100.0}
+    # other videos' clips are still misses
+    wrong = _retrieval([v], [t.roll(1, 0)], ["a", "a", "b", "c"])
+    assert wrong["val/r1_t2v"] < 100.0
+
+
+def test_groups_alternate_modality_in_blocks_so_every_rank_draws_the_same_one():
+    from tvts.data.captioned import AlternatingGroups
+
+    class Kind(torch.utils.data.Dataset):
+        def __init__(self, kind: str, n: int) -> None:
+            self.kind, self.n = kind, n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, i: int) -> dict:
+            return {"samples": [self.kind], "skipped": []}
+
+    world = 2
+    groups = AlternatingGroups([Kind("image", 12), Kind("clip", 12)], 2, seed=0, ranks=world)
+    per_rank = [list(ResumableSampler(len(groups), 1, 0, r, world, shuffle=False))
+                for r in range(world)]
+    kinds = [[groups[i]["samples"][0] for i in ranks] for ranks in per_rank]
+    assert kinds[0] == kinds[1]  # at every step, both ranks hold the same modality
+    assert set(kinds[0]) == {"image", "clip"}  # and it alternates
+    assert kinds[0][:2] == ["image", "clip"]
+
+
+def _post_ddp_worker(rank: int, world: int, port: int, root: str, init: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    root_ = Path(root)
+    params = resolve({"profile": "micro", "post_pretrain": {"loader_workers": 0,
+                                                            "batch_size": 2}})
+    post_stage.run(params, root_ / "cc3m", root_ / "webvid", Path(init), root_ / "post_ddp",
+                   root_ / "post_ddp.json", None)
+
+
+def test_two_process_post_pretraining_survives_clips_that_do_not_decode(corpus, tmp_path):
+    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0}})
+    _pretrain(corpus, "for_post", params, max_steps=1)
+    demo = corpus / "corpus" / "demo" / "downstream"
+    shutil.copytree(demo / "cc3m", tmp_path / "cc3m")
+    shutil.copytree(demo / "webvid", tmp_path / "webvid")
+    from tvts.data.captioned import read_webvid
+
+    items = read_webvid(tmp_path / "webvid")
+    train = items[max(1, len(items) // 10):]  # what the stage trains on (the rest validates)
+    assert len(train) >= 3
+    for item in train[:-1]:  # all but one: the epoch's draws meet them for sure
+        Path(item.path).write_bytes(b"\x00not a video" * 50)
+    ctx = mp.start_processes(_post_ddp_worker, nprocs=2, join=False, start_method="spawn",
+                             args=(2, free_port(), str(tmp_path),
+                                   str(corpus / "for_post" / "checkpoints" / "step-0000001.pt")))
+    deadline = time.time() + 300  # a rank that shrank its batch hangs the all-gather
+    while not ctx.join(timeout=5):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("post-pretraining hung under DDP")
+    metrics = json.loads((tmp_path / "post_ddp.json").read_text())
+    assert metrics["steps"] >= 1

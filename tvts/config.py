@@ -105,11 +105,18 @@ class S3Config(_Section):
     region: str | None = None
 
 
+class YtTemporalConfig(_Section):
+    # The transcript words: `denoised` (the release): MERLOT's cleaned ASR text, timed by
+    # aligning it to the subtitle words; `raw`: the subtitle words as YouTube gave them.
+    text: Literal["denoised", "raw"] = "denoised"
+
+
 class CorpusConfig(_Section):
     # `demo`, a local directory, `s3://bucket/prefix`, or `yt_temporal:<dir>`.
     source: str = "demo"
     demo: DemoConfig = DemoConfig()
     s3: S3Config = S3Config()
+    yt_temporal: YtTemporalConfig = YtTemporalConfig()
     # Content-addressed cache of remote objects; outlives DVC's cleaning of stage outputs.
     cache_dir: str = ".cache/tvts"
     extensions: list[str] = list(VIDEO_SUFFIXES)
@@ -314,7 +321,10 @@ class VideoEncoderConfig(_Section):
     depth: PositiveInt = 4
     heads: PositiveInt = 3
     drop_path: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    init: str | None = None  # path to MAE / timm ViT weights
+    # The weights the encoder starts from: a path to image MAE / timm ViT weights (the paper:
+    # ImageMAE-Base), `scratch` for random weights on purpose, or null (random; refused by
+    # the paper profile, which would otherwise train from scratch without a word).
+    init: str | None = None
     # The temporal position table starts at zero (the release); `normal`: truncated normal
     # (std 0.02), like the spatial table, so slices are told apart from the first step.
     temporal_init: Literal["zeros", "normal"] = "zeros"
@@ -394,6 +404,9 @@ class PretrainConfig(_TrainingConfig):
                      "val/loss"] = "val/sort_acc"
     monitor_mode: Literal["max", "min"] = "max"
     val_clips_per_video: PositiveInt = 8
+    # Masking of the validation clips. 0: unmasked (the sort accuracy of the encoder as the
+    # evaluation uses it); data.mask_ratio to see the training task's own accuracy.
+    val_mask_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
 class PostPretrainConfig(_TrainingConfig):
@@ -549,6 +562,16 @@ class Params(_Section):
                     f"set data.samples_per_decode to a divisor of {micro}, e.g. "
                     f"{_divisor_near(micro, per_item)}")
         return self
+
+    def check_video_init(self) -> None:
+        """The paper starts from ImageMAE-Base: its profile does not train from random weights
+        unless told to (`model.video.init: scratch`)."""
+        if self.profile == "paper" and self.model.video.init is None:
+            raise ParamsError(
+                "model.video.init is not set, and the paper profile starts from ImageMAE-Base: "
+                "set it to the official MAE ViT-B/16 checkpoint (mae_pretrain_vit_base.pth from "
+                "github.com/facebookresearch/mae, or a timm ViT-B/16 .safetensors), or to "
+                "`scratch` to train from random weights on purpose")
 
     def eval_tasks(self) -> dict[str, list[str]]:
         """evaluate.tasks, or each downstream set with the protocols its kind takes."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -23,14 +25,45 @@ def gather_with_local_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def info_nce(video: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows concatenated in rank order (labels, ids: nothing to differentiate)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def info_nce(video: torch.Tensor, text: torch.Tensor, temperature: float,
+             groups: torch.Tensor | None = None, gather: bool = True) -> torch.Tensor:
     """Bidirectional InfoNCE on L2-normalised embeddings, video->text + text->video (summed,
-    as in the reference release), over the batch gathered from every rank."""
-    v = gather_with_local_grad(F.normalize(video, dim=-1))
-    t = gather_with_local_grad(F.normalize(text, dim=-1))
-    logits = v @ t.T / temperature
-    target = torch.arange(len(v), device=v.device)
-    return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+    as in the reference release), over the batch gathered from every rank.
+
+    The similarities and the softmax are computed in fp32 whatever the autocast dtype: at
+    temperature 0.05 a bf16 logit is off by up to ~0.1. `groups` (B,): rows of one video
+    (several samples of one decoded span carry the same transcripts) are not each other's
+    negatives; their pairs leave the denominators, so the loss has no floor of log(copies).
+    `gather=False`: this process's rows only (validation runs on one rank: a collective
+    there would wait forever for the others).
+    """
+    with torch.autocast(video.device.type, enabled=False):
+        v, t = F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
+        if gather:
+            v, t = gather_with_local_grad(v), gather_with_local_grad(t)
+        logits = v @ t.T / temperature
+        target = torch.arange(len(v), device=v.device)
+        if groups is not None:
+            g = gather_no_grad(groups.to(v.device)) if gather else groups.to(v.device)
+            same = (g[:, None] == g[None, :]) & ~torch.eye(len(g), dtype=torch.bool,
+                                                            device=v.device)
+            logits = logits.masked_fill(same, float("-inf"))
+        return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+
+
+def group_ids(names: list[str]) -> torch.Tensor:
+    """A 63-bit id per name, equal across processes (Python's hash() is salted per process)."""
+    return torch.tensor([int.from_bytes(hashlib.blake2b(n.encode(), digest_size=8).digest(),
+                                        "big") >> 1 for n in names], dtype=torch.long)
 
 
 def sort_loss(logits: torch.Tensor, order: torch.Tensor, modeling: str) -> torch.Tensor:

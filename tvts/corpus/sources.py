@@ -6,8 +6,10 @@ video without annotation) carries its reason and goes straight to quarantine.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ class Collected:
     subtitles: list[dict[str, Any]] = field(default_factory=list)
     # files / objects not taken (their suffix is not in corpus.extensions), by name
     ignored: list[str] = field(default_factory=list)
+    # YT-Temporal videos without cleaned (`denoised`) words, whose raw words were taken
+    raw_subtitles_only: int = 0
 
     @property
     def ignored_files(self) -> int:
@@ -136,20 +140,67 @@ def fetch_s3(cfg: CorpusConfig) -> Collected:
                                           if Path(o.key).suffix.lower() not in cfg.extensions])
 
 
-def subtitle_rows(data: Any, video_id: str) -> list[dict[str, Any]]:
-    """MERLOT's annotation of one video: `subtitles` = [{"word": str, "time": float}, ...]."""
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def align_denoised(raw: list[tuple[str, float]], denoised: list[str]
+                   ) -> list[tuple[str, float]]:
+    """Times for the cleaned words from the raw words' timing: the two word sequences are
+    aligned (difflib, case and punctuation ignored); a matched word takes its raw word's
+    time, the cleaned words of a changed stretch are spread over the raw words it replaces,
+    an inserted one takes the time of the raw word before it. Times never decrease when the
+    raw ones do not."""
+    if not raw or not denoised:
+        return []
+    sm = difflib.SequenceMatcher(None, [_norm(w) for w, _ in raw],
+                                 [_norm(w) for w in denoised], autojunk=False)
+    at = [0] * len(denoised)  # the raw word each cleaned word takes its time from
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        for k in range(j2 - j1):
+            if tag == "equal":
+                at[j1 + k] = i1 + k
+            elif tag == "replace":
+                at[j1 + k] = i1 + k * (i2 - i1) // (j2 - j1)
+            elif tag == "insert":
+                at[j1 + k] = max(i1 - 1, 0)
+    return [(w, raw[i][1]) for w, i in zip(denoised, at, strict=True)]
+
+
+def subtitle_rows(data: Any, video_id: str, text: str = "denoised"
+                  ) -> tuple[list[dict[str, Any]], bool]:
+    """MERLOT's annotation of one video: `subtitles` = [{"word": str, "time": float}, ...]
+    (YouTube's ASR words) and `denoised` = [{"cleanasr": str, ...}, ...] (the same speech,
+    cleaned). `text`: `raw` keeps the subtitle words; `denoised` (the release) takes the
+    cleaned words, timed by aligning them to the subtitles. Returns the rows and whether the
+    cleaned words were asked for but absent (the raw words are used then)."""
     subs = data.get("subtitles") if isinstance(data, dict) else None
     if not isinstance(subs, list):
         raise ValueError("no `subtitles` list")
-    rows = []
+    raw = []
     for i, item in enumerate(subs):
         if not isinstance(item, dict) or not isinstance(item.get("word"), str):
             raise ValueError(f"subtitles[{i}] is not {{'word': str, 'time': float}}")
         t = item.get("time")
         if not isinstance(t, (int, float)) or t < 0:
             raise ValueError(f"subtitles[{i}].time = {t!r} is not a time in seconds")
-        rows.append({"video_id": video_id, "idx": i, "word": item["word"], "start_s": float(t)})
-    return rows
+        raw.append((item["word"], float(t)))
+    words, fell_back = raw, False
+    if text == "denoised":
+        chunks = data.get("denoised")
+        if chunks is not None and not isinstance(chunks, list):
+            raise ValueError("`denoised` is not a list")
+        cleaned = []
+        for i, chunk in enumerate(chunks or []):
+            if not isinstance(chunk, dict) or not isinstance(chunk.get("cleanasr"), str):
+                raise ValueError(f"denoised[{i}] is not {{'cleanasr': str, ...}}")
+            cleaned += chunk["cleanasr"].split()
+        if cleaned:
+            words = align_denoised(raw, cleaned)
+        else:
+            fell_back = bool(raw)
+    return ([{"video_id": video_id, "idx": i, "word": w, "start_s": t}
+             for i, (w, t) in enumerate(words)], fell_back)
 
 
 # Keys a JSON-lines shard's objects carry their video id under, in the order tried.
@@ -232,6 +283,7 @@ def scan_yt_temporal(cfg: CorpusConfig) -> Collected:
             candidates.append(Candidate(display_path(shard), None, "yt_temporal", None,
                                         error=f"annotation shard unreadable: {e}"))
     subtitles: list[dict[str, Any]] = []
+    raw_only = 0  # videos whose cleaned words were asked for but absent
     for vid in sorted(set(videos) | set(found)):
         video, ann = videos.get(vid), found.get(vid)
         if video is None:
@@ -246,14 +298,16 @@ def scan_yt_temporal(cfg: CorpusConfig) -> Collected:
             continue
         try:
             data = ann.data if ann.path is None else json.loads(ann.path.read_text())
-            rows = subtitle_rows(data, vid)
+            rows, fell_back = subtitle_rows(data, vid, cfg.yt_temporal.text)
         except (ValueError, OSError) as e:
             candidates.append(Candidate(uri, None, "yt_temporal", vid,
                                         error=f"annotation {ann.label} unreadable: {e}"))
             continue
+        raw_only += fell_back
         subtitles.extend(rows)
         candidates.append(Candidate(uri, video, "yt_temporal", vid))
-    return Collected(candidates, subtitles, ignored=[display_path(p) for p in listing.ignored])
+    return Collected(candidates, subtitles, ignored=[display_path(p) for p in listing.ignored],
+                     raw_subtitles_only=raw_only)
 
 
 def collect(cfg: CorpusConfig) -> Collected:

@@ -73,9 +73,10 @@ def read_cc3m(root: str | Path, key: str = "post_pretrain.images") -> list[Capti
 class CaptionedDataset(Dataset):
     def __init__(self, items: list[CaptionedItem], frames: int, frame_size: int,
                  resize_short: int, decoder: str, tubelet: int, patch_size: int,
-                 train: bool = True, seed: int = 0):
+                 train: bool = True, seed: int = 0, max_tries: int = 20):
         if not items:
             raise UserError("no captioned items found")
+        self.max_tries = max_tries
         self.items, self.frames, self.size = items, frames, frame_size
         self.resize_short, self.decoder, self.train, self.seed = resize_short, decoder, train, seed
         self.slices = max(1, frames // tubelet)
@@ -99,25 +100,40 @@ class CaptionedDataset(Dataset):
                                              self.train, rng))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """One sample; an item that does not decode is replaced by another drawn at random
+        (seeded), so a batch keeps its size: under DDP every rank must bring the same
+        number of rows to the gathered contrastive batch."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        item = self.items[index]
-        try:
-            frames = self._frames(item, rng)
-        except (DecodeError, OSError) as e:
-            return {"samples": [], "skipped": [(item.item_id, f"{type(e).__name__}: {e}")]}
-        return {"samples": [{
-            "video": crop_clip(frames, self.size, self.train, rng),
-            "keep": sample_keep(self.slices, self.patches, 0.0),
-            "text": [item.caption], "order": torch.zeros(1, dtype=torch.long),
-            "video_id": item.item_id}], "skipped": []}
+        skipped: list[tuple[str, str]] = []
+        for _ in range(self.max_tries):
+            item = self.items[index]
+            try:
+                frames = self._frames(item, rng)
+            except (DecodeError, OSError, ValueError) as e:
+                skipped.append((item.item_id, f"{type(e).__name__}: {e}"))
+                index = int(rng.integers(len(self.items)))
+                continue
+            return {"samples": [{
+                "video": crop_clip(frames, self.size, self.train, rng),
+                "keep": sample_keep(self.slices, self.patches, 0.0),
+                "text": [item.caption], "order": torch.zeros(1, dtype=torch.long),
+                "video_id": item.item_id}], "skipped": skipped}
+        raise UserError(
+            f"{self.max_tries} captioned items in a row failed to decode (the last: "
+            f"{skipped[-1][0]}: {skipped[-1][1]}); check the files under post_pretrain.images "
+            "and post_pretrain.clips")
 
 
 class AlternatingGroups(Dataset):
     """Items are whole homogeneous batches, alternating between the datasets given
-    (images, clips, images, ...): clips of different lengths never share a batch."""
+    (images, clips, images, ...): clips of different lengths never share a batch. Under DDP
+    (`ranks` processes, each taking consecutive items of a step in turn) the alternation is
+    by blocks of `ranks` groups, so every process draws the same modality at each step, as
+    the release does: a gathered contrastive batch never mixes images and clips."""
 
-    def __init__(self, datasets: list[Dataset], group_size: int, seed: int = 0):
-        self.datasets, self.group, self.seed = datasets, group_size, seed
+    def __init__(self, datasets: list[Dataset], group_size: int, seed: int = 0,
+                 ranks: int = 1):
+        self.datasets, self.group, self.seed, self.ranks = datasets, group_size, seed, ranks
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -130,8 +146,9 @@ class AlternatingGroups(Dataset):
             order = g.permutation(len(ds))
             per.append([(k, order[i : i + self.group].tolist())
                         for i in range(0, len(order) - self.group + 1, self.group)])
-        n = min(len(p) for p in per)
-        self.groups = [p[i] for i in range(n) for p in per]
+        n = min(len(p) for p in per) // self.ranks * self.ranks
+        self.groups = [p[j] for i in range(0, n, self.ranks) for p in per
+                       for j in range(i, i + self.ranks)]
 
     def __len__(self) -> int:
         return len(self.groups)

@@ -26,7 +26,7 @@ def video_config(params: Params, num_frames: int | None = None) -> VideoViTConfi
 
 def build_video_encoder(params: Params, grad_checkpointing: bool = False) -> VideoViT:
     model = VideoViT(video_config(params), grad_checkpointing=grad_checkpointing)
-    if params.model.video.init:
+    if params.model.video.init not in (None, "scratch"):
         report = load_image_vit(model, params.model.video.init)
         log.info("model.video.init: %s", report.summary())
     return model

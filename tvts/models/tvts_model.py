@@ -51,20 +51,23 @@ class TVTSModel(nn.Module):
 
     def forward(self, video: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, order: torch.Tensor | None = None,
-                keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                keep: torch.Tensor | None = None, groups: torch.Tensor | None = None,
+                gather: bool = True) -> dict[str, torch.Tensor]:
         """Loss parts, sort accuracy, the (detached) common-space vectors and, when sorting,
         the sorter's (detached) inputs: `video_tokens` and `transcripts`.
 
         `order` (B, K) is each transcript's true position; without it only the contrastive
-        loss is computed (post-pretraining on captioned images and clips).
+        loss is computed (post-pretraining on captioned images and clips). `groups` (B,):
+        the video of each row; rows of one video are not each other's contrastive negatives.
+        `gather=False`: the contrastive batch is this process's rows (validation on one rank).
         """
         obj = self.objective
         cls, tokens = self.video(video, keep)
         text = self.encode_text(input_ids, attention_mask)
         v, t = self.proj.video(cls), self.proj.text(text).mean(1)
         out: dict[str, torch.Tensor] = {"video_vec": v.detach(), "text_vec": t.detach()}
-        out["loss_contrastive"] = (info_nce(v, t, obj.temperature) if obj.contrastive
-                                   else cls.new_zeros(()))
+        out["loss_contrastive"] = (info_nce(v, t, obj.temperature, groups, gather)
+                                   if obj.contrastive else cls.new_zeros(()))
         if order is None:
             out["loss"] = out["loss_contrastive"]
             return out

@@ -95,6 +95,7 @@ def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS) -
         # by name: nothing is left out silently (all of them in ignored_files.txt)
         "ignored_examples": collected.ignored[:IGNORED_SHOWN],
         "planted_leaks": leak_truth.height,
+        "raw_subtitles_only": collected.raw_subtitles_only,
     }
     write_metrics(metrics_path, metrics)
     elapsed = time.perf_counter() - t0

@@ -42,13 +42,13 @@ def run(params: Params, images_root: Path | None = None, clips_root: Path | None
         def dataset(items, frames, train):  # type: ignore[no-untyped-def]
             return CaptionedDataset(items, frames, data.frame_size, data.resize_short,
                                     data.decoder, video.tubelet, video.patch_size, train,
-                                    params.seed)
+                                    params.seed, data.max_tries)
 
         per_rank = cfg.batch_size // d.world
         group = cfg.micro_batch or per_rank
         train_set = AlternatingGroups(
             [dataset(images[held_img:], cfg.image_frames, True),
-             dataset(clips[held_clip:], cfg.clip_frames, True)], group, params.seed)
+             dataset(clips[held_clip:], cfg.clip_frames, True)], group, params.seed, d.world)
         val_set = dataset(clips[:held_clip], cfg.clip_frames, False)
         if len(train_set) == 0:
             raise UserError(f"too few captioned items for batches of {group}")

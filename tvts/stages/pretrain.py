@@ -49,6 +49,7 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         max_steps: int | None = None) -> str:
     t0 = time.perf_counter()
     cfg = params.pretrain
+    params.check_video_init()  # before any data is read
     d = setup()
     try:
         seed_everything(params.seed)
@@ -62,7 +63,8 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
                             f"({len(never)} cannot hold the transcript windows)")
         train_set = TVTSDataset(train_entries, spec, params.seed, params.corpus.s3,
                                 params.corpus.cache_dir, repeats=cfg.clips_per_video)
-        val_set = TVTSDataset(val_entries, SampleSpec.from_params(params, False, 0.0),
+        val_set = TVTSDataset(val_entries,
+                              SampleSpec.from_params(params, False, cfg.val_mask_ratio),
                               params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
                               repeats=cfg.val_clips_per_video) if val_entries else None
         model = build_tvts(params, cfg.grad_checkpointing)
@@ -90,13 +92,16 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         final |= {"best_" + cfg.monitor.replace("/", "_"): trainer.ckpt.best,
                   "chance_sort_acc": 1 / k, "chance_sort_seq_acc": 1 / math.factorial(k),
                   "steps": result.steps, "train_videos": len(train_entries),
-                  "val_videos": len(val_entries), "skipped_videos": len(reported)}
+                  "val_videos": len(val_entries), "skipped_videos": len(reported),
+                  "val_mask_ratio": cfg.val_mask_ratio}
         write_metrics(metrics_path, final)
         first = result.val_history[0] if result.val_history else {}
         last = result.last_metrics
+        masking = (f"{cfg.val_mask_ratio:.0%} masked" if cfg.val_mask_ratio else "unmasked")
         return (f"pretrain: {result.steps} steps, {result.epochs_done} epochs; held-out sort "
                 f"accuracy {first.get('val/sort_acc', float('nan')):.3f} -> "
-                f"{last.get('val/sort_acc', float('nan')):.3f} (chance {1 / k:.3f}; with "
+                f"{last.get('val/sort_acc', float('nan')):.3f} ({masking}; chance "
+                f"{1 / k:.3f}; with "
                 f"another clip's video {last.get('val/sort_acc_other_video', float('nan')):.3f}"
                 f"); {time.perf_counter() - t0:.0f} s")
     finally:

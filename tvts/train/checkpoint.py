@@ -27,7 +27,7 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device only
     return state
 
 
@@ -38,7 +38,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, list | tuple):  # older checkpoints: every device, as rank 0 saw them
+            cuda = cuda[torch.cuda.current_device()]
+        torch.cuda.set_rng_state(cuda)
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Seed this process's random streams from the run's seed and its rank: dropout and drop
+    path differ across processes (identical streams would drop the same units on every
+    rank); what must agree across ranks (the initial weights) is drawn before, from the
+    seed alone, and DDP broadcasts rank 0's weights anyway."""
+    s = seed * 1_000_003 + 7919 * (rank + 1)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)  # every CUDA device too
 
 
 @dataclass

@@ -10,6 +10,7 @@ position, so an interrupted run continues exactly. Metrics go to dvclive.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +26,19 @@ from tqdm import tqdm
 from tvts.config import _TrainingConfig
 from tvts.data.transforms import batch_to
 from tvts.errors import UserError
-from tvts.train.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from tvts.train.checkpoint import (
+    CheckpointManager,
+    load_checkpoint,
+    rng_state,
+    seed_rank,
+    set_rng_state,
+)
 from tvts.train.distributed import Dist, all_mean
 from tvts.train.live_log import rewind
 from tvts.train.sampler import ResumableSampler
 from tvts.train.schedule import lr_at
+
+log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
@@ -74,7 +83,7 @@ class Trainer:
         self.items_per_micro = micro // clips_per_item
         self.train_set, self.val_set = train_set, val_set
         self.sampler = ResumableSampler(len(train_set), self.items_per_micro, seed, d.rank,
-                                        d.world, shuffle)
+                                        d.world, shuffle, steps_of=self.accum)
         if self.sampler.batches_per_epoch() < self.accum:
             raise UserError(f"{len(train_set)} training items cannot fill one batch of "
                             f"{cfg.batch_size} clips")
@@ -118,20 +127,36 @@ class Trainer:
         state = load_checkpoint(path, self.model_config)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) == self.d.world:  # each process its own stream, as saved
+            set_rng_state(rngs[self.d.rank])
+        else:
+            log.warning("checkpoint %s holds the random states of %d process(es), this run has "
+                        "%d: new streams are drawn, so the run continues, but not exactly as "
+                        "an uninterrupted one", path, len(rngs), self.d.world)
+            seed_rank(self.seed + int(state["step"]), self.d.rank)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.val_history = [dict(v) for v in state.get("val_history", [])]
         return True
 
-    def _state(self) -> dict[str, Any]:
+    def _rng_states(self) -> list[dict[str, Any]]:
+        """Every process's random state, in rank order (each restores its own on resume)."""
+        if self.d.world == 1:
+            return [rng_state()]
+        states: list[Any] = [None] * self.d.world
+        dist.all_gather_object(states, rng_state())
+        return states
+
+    def _state(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": rng_state(), "step": self.step, "epoch": self.epoch,
+                "rng": rngs, "step": self.step, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "val_history": self.val_history}
 
     def _save(self, name: str, metric: float | None = None) -> None:
+        rngs = self._rng_states()  # a collective: every rank takes part
         if self.d.main:
-            self.ckpt.save(self._state(), name, metric)
+            self.ckpt.save(self._state(rngs), name, metric)
         if self.d.world > 1:
             dist.barrier()
 
@@ -147,6 +172,8 @@ class Trainer:
     # ------------------------------------------------------------ the loop
     def fit(self, max_steps: int | None = None) -> FitResult:
         resumed = self.resume()
+        if not resumed:
+            seed_rank(self.seed, self.d.rank)
         model = self._wrapped = self._wrap()
         live = None
         if self.d.main and self.live_dir is not None:

@@ -13,17 +13,21 @@ from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
+    """`steps_of`: an epoch holds a whole number of groups of this many batches (the
+    micro-batches of one optimiser step), so no step is left half-accumulated at its end."""
+
     def __init__(self, size: int, batch_per_rank: int, seed: int, rank: int = 0, world: int = 1,
-                 shuffle: bool = True):
+                 shuffle: bool = True, steps_of: int = 1):
         self.size, self.b, self.seed = size, batch_per_rank, seed
-        self.rank, self.world, self.shuffle = rank, world, shuffle
+        self.rank, self.world, self.shuffle, self.steps_of = rank, world, shuffle, steps_of
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def batches_per_epoch(self) -> int:
-        return self.size // (self.b * self.world)  # the ragged end is dropped
+        whole = self.size // (self.b * self.world)  # the ragged end is dropped
+        return whole - whole % self.steps_of
 
     def __len__(self) -> int:
         return (self.batches_per_epoch() - self.start_batch) * self.b

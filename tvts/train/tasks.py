@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tvts.data.transforms import batch_to
-from tvts.eval.metrics import retrieval_metrics
 from tvts.eval.sorting import other_video_hits
+from tvts.losses import group_ids
 
 
 def _ddp_scale(out: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
@@ -22,12 +22,24 @@ def _ddp_scale(out: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tens
     return {**out, "loss_backward": backward}
 
 
-def _retrieval(videos: list[torch.Tensor], texts: list[torch.Tensor]) -> dict[str, float]:
+def _groups(batch: dict[str, Any]) -> torch.Tensor | None:
+    """The video of each row (None when rows are captioned items, each its own)."""
+    ids = batch.get("video_ids")
+    return group_ids(ids).to(batch["video"].device) if ids is not None else None
+
+
+def _retrieval(videos: list[torch.Tensor], texts: list[torch.Tensor], ids: list[str]
+               ) -> dict[str, float]:
+    """R@1 in percent, video->text and text->video, over every validation clip. A retrieved
+    clip of the query's own video counts as a hit: other clips of one video share its
+    subject, and scoring them as misses put R@1 at the chance of 1/clips-per-video."""
     v = F.normalize(torch.cat(videos).float(), dim=-1)
     t = F.normalize(torch.cat(texts).float(), dim=-1)
     sim = v @ t.T
-    return {"val/r1_v2t": retrieval_metrics(sim, (1,))["R@1"],
-            "val/r1_t2v": retrieval_metrics(sim.T, (1,))["R@1"]}
+    g = group_ids(ids)
+    v2t = (g[sim.argmax(1)] == g).float().mean()
+    t2v = (g[sim.argmax(0)] == g).float().mean()
+    return {"val/r1_v2t": 100 * float(v2t), "val/r1_t2v": 100 * float(t2v)}
 
 
 class PretrainTask:
@@ -39,7 +51,7 @@ class PretrainTask:
              ) -> dict[str, torch.Tensor]:
         order = batch["order"] if self.sorting else None
         out = model(batch["video"], batch["input_ids"], batch["attention_mask"], order,
-                    batch["keep"])
+                    batch["keep"], _groups(batch))
         return _ddp_scale(out, world)
 
     def validate(self, model: nn.Module, loader: DataLoader, device: torch.device
@@ -48,11 +60,13 @@ class PretrainTask:
         n = 0
         keys = ["loss", "sort_acc", "sort_seq_acc"] if self.sorting else ["loss"]
         sums = dict.fromkeys(keys, 0.0)
-        videos, texts, other = [], [], []
+        videos, texts, other, ids = [], [], [], []
         for batch in loader:
             batch = batch_to(batch, device)
             out = m(batch["video"], batch["input_ids"], batch["attention_mask"],
-                    batch["order"] if self.sorting else None)
+                    batch["order"] if self.sorting else None, batch["keep"], _groups(batch),
+                    gather=False)  # validation runs on rank 0 alone
+            ids += batch["video_ids"]
             b = len(batch["video"])
             for k in keys:
                 sums[k] += float(out[k]) * b
@@ -61,7 +75,7 @@ class PretrainTask:
             if self.sorting:
                 other.append(other_video_hits(m.sorter, out, batch))
             n += b
-        result = {f"val/{k}": v / n for k, v in sums.items()} | _retrieval(videos, texts)
+        result = {f"val/{k}": v / n for k, v in sums.items()} | _retrieval(videos, texts, ids)
         hits = torch.cat(other) if other else torch.zeros(0)
         if hits.numel():
             # the gap to val/sort_acc is what sorting takes from the video
