@@ -166,8 +166,10 @@ def _curves(live: Path) -> dict[str, list[tuple[str, str]]]:
 def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus):
     # 3 epochs of n steps. The interrupted run logs step n + 2 (and epoch 1's validation),
     # then dies before its checkpoint: the bookkeeping is cut back to epoch 1's checkpoint
+    # validation masked as training is (a param; unmasked by default), the same after resume
     params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0, "epochs": 3,
-                                                       "keep_checkpoints": 2}})
+                                                       "keep_checkpoints": 2,
+                                                       "val_mask_ratio": 0.5}})
 
     def run(out: str, max_steps=None) -> str:
         return pretrain_stage.run(params, corpus / "videos.parquet", corpus / "words.parquet",
@@ -191,8 +193,9 @@ def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus)
     assert [r[0] for r in whole["plots/metrics/train/loss.tsv"]] == [str(i) for i in range(3 * n)]
     val_steps = [r[0] for r in whole["plots/metrics/val/sort_acc.tsv"]]
     assert val_steps == [str(n * e) for e in (1, 2, 3)]
-    accuracy = re.compile(r"held-out sort accuracy (\S+) -> (\S+)")
+    accuracy = re.compile(r"held-out sort accuracy (\S+) -> (\S+) \(50% masked;")
     assert accuracy.search(resumed).groups() == accuracy.search(straight).groups()
+    assert json.loads((corpus / "whole.json").read_text())["val_mask_ratio"] == 0.5
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
@@ -253,7 +256,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(corpus, tmp_path):
 def test_full_pretrain_then_post_pretrain(corpus):
     params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0}})
     summary = _pretrain(corpus, "run", params)
-    assert "held-out sort accuracy" in summary
+    assert "held-out sort accuracy" in summary and "(unmasked;" in summary
     out = corpus / "run"
     assert (out / "checkpoints" / BEST).exists()
     assert {"encoder", "text_encoder", "tvts.safetensors", "tvts.json"} <= {
