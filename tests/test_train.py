@@ -123,10 +123,15 @@ class _Squares(torch.utils.data.Dataset):
 class _CountingTask:
     def __init__(self) -> None:
         self.calls = 0
+        self.val_batches: list[int] = []
 
     def loss(self, model, batch, world):  # type: ignore[no-untyped-def]
         self.calls += 1
         return {"loss": (model(batch["video"]) ** 2).mean()}
+
+    def validate(self, model, loader, device):  # type: ignore[no-untyped-def]
+        self.val_batches += [len(b["video"]) for b in loader]
+        return {"val/loss": 0.0}
 
 
 def test_an_epoch_holds_whole_optimiser_steps(tmp_path):
@@ -143,10 +148,13 @@ def test_an_epoch_holds_whole_optimiser_steps(tmp_path):
     task = _CountingTask()
     cfg = PretrainConfig(epochs=2, batch_size=4, micro_batch=2, loader_workers=0, lr=0.1,
                          schedule="step", lr_milestones=[], warmup_epochs=0.0)
-    trainer = Trainer(model, task, cfg, _Squares(), None, default_collate, tmp_path,
+    trainer = Trainer(model, task, cfg, _Squares(), _Squares(), default_collate, tmp_path,
                       Dist(0, 1, 0, torch.device("cpu")), 0, {}, "val/loss", "min")
     result = trainer.fit()
     assert result.steps == 2 and task.calls == 4  # 2 steps of 2 micro-batches, per epoch 1
+    # validation in batches of a micro-batch's clips (post-pretraining's training items are
+    # whole groups: batches of one "item" left its contrastive loss without negatives)
+    assert task.val_batches == [2, 2, 2] * 2
     assert all(p.grad is None for p in model.parameters())  # nothing left accumulated
     sampler = ResumableSampler(7, 1, seed=0, steps_of=3)
     assert sampler.batches_per_epoch() == 6 and len(list(sampler)) == 6

@@ -80,6 +80,7 @@ class Trainer:
                 f"{micro} x accumulation, and micro_batch into clips of {clips_per_item} "
                 "(data.samples_per_decode)")
         self.accum = per_rank // micro
+        self.micro = micro
         self.items_per_micro = micro // clips_per_item
         self.train_set, self.val_set = train_set, val_set
         self.sampler = ResumableSampler(len(train_set), self.items_per_micro, seed, d.rank,
@@ -286,7 +287,9 @@ class Trainer:
         result: dict[str, float] = {}
         if self.d.main:
             self.model.eval()
-            loader = DataLoader(self.val_set, batch_size=self.items_per_micro,
+            # validation items are single clips (a training item may be a whole group of
+            # them): batches of a micro-batch's clips, so the contrastive loss has negatives
+            loader = DataLoader(self.val_set, batch_size=self.micro,
                                 num_workers=self.cfg.loader_workers, collate_fn=self.collate)
             with torch.no_grad(), torch.autocast(self.d.device.type, dtype=torch.bfloat16,
                                                  enabled=self.autocast):
