@@ -243,7 +243,11 @@ def test_dask_fan_out_gives_the_in_process_words(served, tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["words"] > 0 and result["words_identical"]
+    # the same words of the same videos; the timings a few Whisper steps (0.02 s) at most
+    # apart: CTranslate2's int8 kernels are not bit-reproducible across process layouts on
+    # every CPU (measured on an AMD EPYC: 0.02-0.04 s; identical on the earlier machine)
+    assert result["words"] > 0 and result["same_words"], result
+    assert result["max_time_diff_s"] <= 0.1 and result["max_confidence_diff"] <= 0.1, result
     assert result["merge_videos_resumed"] == 3  # the parts did all the work
 
 
