@@ -69,7 +69,7 @@ def _decodable_until(path: Path) -> float:
                 if frame.pts is not None:
                     last = max(last, frame.pts * tb)
         except av.error.FFmpegError:
-            pass
+            pass  # the first frame that fails ends the decodable stretch
     return last
 
 

@@ -13,8 +13,7 @@ from tvts.data.tvts_dataset import TVTSCollate
 from tvts.errors import UserError
 from tvts.models.factory import build_tvts, model_signature
 from tvts.stages.common import record_params, write_metrics
-from tvts.stages.pretrain import seed_everything
-from tvts.train.checkpoint import BEST, load_checkpoint
+from tvts.train.checkpoint import BEST, load_checkpoint, seed_all
 from tvts.train.distributed import cleanup, setup
 from tvts.train.export import export_model
 from tvts.train.loop import Trainer
@@ -33,7 +32,7 @@ def run(params: Params, images_root: Path | None = None, clips_root: Path | None
     cfg = params.post_pretrain
     d = setup()
     try:
-        seed_everything(params.seed)
+        seed_all(params.seed)
         data, video = params.data, params.model.video
         images = read_cc3m(images_root or cfg.images)
         clips = read_webvid(clips_root or cfg.clips)

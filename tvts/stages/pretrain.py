@@ -5,12 +5,8 @@ torchrun."""
 from __future__ import annotations
 
 import math
-import random
 import time
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from tvts.config import Params
 from tvts.data.tvts_dataset import (
@@ -25,7 +21,7 @@ from tvts.errors import UserError
 from tvts.models.factory import build_tvts, model_signature
 from tvts.stages.common import record_params, write_metrics
 from tvts.tables import frame, read_table, write_table
-from tvts.train.checkpoint import BEST, load_checkpoint
+from tvts.train.checkpoint import BEST, load_checkpoint, seed_all
 from tvts.train.distributed import cleanup, setup
 from tvts.train.export import export_model
 from tvts.train.loop import Trainer
@@ -38,12 +34,6 @@ METRICS = Path("metrics/pretrain.json")
 LIVE = Path("dvclive/pretrain")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         out_dir: Path = OUT_DIR, metrics_path: Path = METRICS, live_dir: Path | None = LIVE,
         max_steps: int | None = None) -> str:
@@ -52,7 +42,7 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
     params.check_video_init()  # before any data is read
     d = setup()
     try:
-        seed_everything(params.seed)
+        seed_all(params.seed)
         videos = read_table(videos_path, "videos")
         words = read_table(words_path, "words")
         spec = SampleSpec.from_params(params)

@@ -49,10 +49,14 @@ def seed_rank(seed: int, rank: int) -> None:
     path differ across processes (identical streams would drop the same units on every
     rank); what must agree across ranks (the initial weights) is drawn before, from the
     seed alone, and DDP broadcasts rank 0's weights anyway."""
-    s = seed * 1_000_003 + 7919 * (rank + 1)
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    torch.manual_seed(s)  # every CUDA device too
+    seed_all(seed * 1_000_003 + 7919 * (rank + 1))
+
+
+def seed_all(seed: int) -> None:
+    """Python's, NumPy's and torch's global generators (torch: every CUDA device too)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 @dataclass
