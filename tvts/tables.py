@@ -66,7 +66,8 @@ LEAKS = pl.Schema(
         "matching_frames": pl.Int32,  # the video's frames with a match in this item
         "query_time_s": pl.Float64,  # the best pair's frame in the pretraining video
         "match_time_s": pl.Float64,  # ... and in the downstream item
-        "crop_scale": pl.Float64,  # the downstream view that matched
+        "crop_scale": pl.Float64,  # the downstream crop that matched
+        "matched_view": pl.Utf8,  # e.g. "flipped, borders cut" or "as is"
         "decision": pl.Utf8,  # exclude | keep
         "decided_by": pl.Utf8,  # auto | the decisions file
     }

