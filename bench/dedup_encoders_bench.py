@@ -234,7 +234,9 @@ def main() -> None:
     ap.add_argument("--dinov2-clips", type=int, default=24,
                     help="clips for the learned encoders' rows (their CPU cost; the same "
                          "first clips)")
-    ap.add_argument("--learned-index-scales", default="1.0,0.8",
+    ap.add_argument("--learned-copy-stride", type=int, default=2,
+                    help="every n-th frame of each copy for the learned encoders")
+    ap.add_argument("--learned-index-scales", default="1.0",
                     help="index crop scales for the learned encoders (they tolerate crops)")
     ap.add_argument("--clip-model", default=None)
     ap.add_argument("--clip-threshold", type=float, default=0.9)
@@ -258,14 +260,13 @@ def main() -> None:
     scales = tuple(cfg.crop_scales)
     plain, full = ViewSet(borders=False, flips=False, luma=False), ViewSet()
     query = tuple(cfg.query_crops)
-    more = (*scales, 0.6) if 0.6 not in scales else scales
     dct, all_clips = EncoderSpec("dct"), len(clips)
     # name, encoder, views, threshold, clips, index crop scales, query crop scales
-    methods = [("dct", dct, plain, cfg.threshold, all_clips, scales, (1.0,)),
-               ("dct+views", dct, full, cfg.threshold, all_clips, scales, (1.0,)),
-               ("dct+views+centre0.7", dct, full, cfg.threshold, all_clips, scales, (1.0, 0.7)),
-               ("dct+views+centre0.7+crop0.6", dct, full, cfg.threshold, all_clips, more,
-                (1.0, 0.7))]
+    methods = [
+        # the stage before re-releases were handled: no views, crops to 0.7, threshold 0.99
+        ("dct (before)", dct, plain, 0.99, all_clips, (1.0, 0.9, 0.8, 0.7), (1.0,)),
+        ("dct+views", dct, full, cfg.threshold, all_clips, scales, query),  # the stage default
+        ("dct+views+centre0.7", dct, full, cfg.threshold, all_clips, scales, (*query, 0.7))]
     learned = tuple(float(s) for s in args.learned_index_scales.split(","))
     if args.dinov2_model:
         methods.append(("dinov2+views", EncoderSpec("dinov2", dinov2_model=args.dinov2_model),
@@ -283,9 +284,11 @@ def main() -> None:
     for name, spec, views, thr, n_clips, index_scales, query_crops in methods:
         if only and name not in only:
             continue
+        stride = 1 if spec.kind == "dct" else args.learned_copy_stride
+        these = [c[::stride] if len(c) >= 2 * stride else c for c in copies[:n_clips]]
         enc = build_encoder(spec)
         t0 = time.perf_counter()
-        alterations, size = evaluate(enc, views, clips[:n_clips], copies[:n_clips],
+        alterations, size = evaluate(enc, views, clips[:n_clips], these,
                                      index_scales, thr, cfg.min_matching_frames,
                                      list(ALTERATIONS), 0.005 if spec.kind == "dct" else 0.05,
                                      query_crops)
@@ -293,7 +296,8 @@ def main() -> None:
             "encoder": spec.kind, "model": spec.dinov2_model if spec.kind == "dinov2" else
             spec.clip_model if spec.kind == "clip" else "", "views": str(views),
             "threshold": thr, "clips": n_clips, "index_crop_scales": list(index_scales),
-            "query_crop_scales": list(query_crops), "index_vectors": size,
+            "query_crop_scales": list(query_crops), "copy_frame_stride": stride,
+            "index_vectors": size,
             "index_vectors_per_clip": round(size / n_clips, 1),
             "frames_per_s_per_core": frames_per_core_s(enc, sample),
             "bench_s": round(time.perf_counter() - t0, 1), "alterations": alterations}
