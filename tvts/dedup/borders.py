@@ -164,8 +164,11 @@ class InsetRule:
     of at least `step` in some colour channel across the side, along at least `straight` of
     it), covering between `min_side` and `max_side` of each side of the frame."""
 
-    step: float = 12.0
-    straight: float = 0.85
+    # measured on the encoders bench's 764 pip-over-video frames: 97% of the insets found to
+    # within 2 px, while 16% of plain demo frames show one (the same share as at 12 / 0.85,
+    # which found 89%)
+    step: float = 8.0
+    straight: float = 0.75
     min_side: float = 0.35
     max_side: float = 0.92
 
@@ -217,9 +220,31 @@ def inset_box(frame: np.ndarray, rule: InsetRule = DEFAULT_INSET, stride: int = 
                         best, best_rank = (t, b, left, r), rank
     if best is None:
         return None
-    full_h, full_w = frame.shape[:2]
-    t, b, left, r = best
-    return Box(t * stride, min(full_h, b * stride), left * stride, min(full_w, r * stride))
+    return _refined(frame, *(v * stride for v in best), stride)
+
+
+def _refined(frame: np.ndarray, t: int, b: int, left: int, r: int, reach: int) -> Box:
+    """The box's inner sides moved (within `reach` pixels) to the full-resolution line with
+    the largest mean step: a box found on every other pixel is off by up to two."""
+    h, w = frame.shape[:2]
+    f = frame.astype(np.int16)
+    b, r = min(b, h), min(w, r)
+
+    def best_line(pos: int, n: int, step) -> int:
+        if pos in (0, n):
+            return pos
+        cands = list(range(max(1, pos - reach), min(n - 1, pos + reach) + 1))
+        return max(cands, key=lambda p: (step(p), -abs(p - pos)))
+
+    def row_step(p: int) -> float:  # step between rows p-1 and p, along the box's width
+        return float(np.abs(f[p] - f[p - 1]).max(axis=-1)[left:r].mean())
+
+    def col_step(p: int) -> float:
+        return float(np.abs(f[:, p] - f[:, p - 1]).max(axis=-1)[t:b].mean())
+
+    t2, b2 = best_line(t, h, row_step), best_line(b, h, row_step)
+    l2, r2 = best_line(left, w, col_step), best_line(r, w, col_step)
+    return Box(t2, b2, l2, r2)
 
 
 def _bounded(dy: np.ndarray, dx: np.ndarray, t: int, b: int, left: int, r: int, h: int,
