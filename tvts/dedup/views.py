@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tvts.dedup.borders import BorderRule, crop_borders, insets
+from tvts.dedup.borders import BorderRule, InsetRule, crop_borders, insets
 
 FLIPPED = 1
 LUMA = 2
@@ -38,7 +38,9 @@ class ViewSet:
     insets: bool = True
     # A frame is grey when its mean |Cb| + |Cr| (0-255 scale) is at most this.
     grey_chroma: float = 4.0
+    # part of the features' fingerprint: a changed rule re-extracts
     border_rule: BorderRule = field(default_factory=BorderRule)
+    inset_rule: InsetRule = field(default_factory=InsetRule)
 
 
 def describe(view: int, query_view: int = 0) -> str:
@@ -97,7 +99,7 @@ def query_views(frames: np.ndarray, times: np.ndarray, bits: np.ndarray, views: 
     frames themselves and of the insets found in them."""
     out = [(frames, times, mark_grey(frames, bits, views))]
     if views.insets and len(frames):
-        inner, src = insets(frames)
+        inner, src = insets(frames, views.inset_rule)
         if len(inner):
             out.append((inner, times[src], mark_grey(inner, bits[src] | INSET, views)))
     return out
