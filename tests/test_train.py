@@ -85,14 +85,18 @@ def test_resume_is_exact(corpus):
     assert full["optimizer"]["state"] and full["step"] == 9
 
 
-def _ddp_resume_worker(rank: int, world: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+def _ddp_resume_worker(rank: int, world: int, ports: list[int], root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     root_ = Path(root)
     params = resolve({"profile": "micro", "model": RANDOM_TRAINING,
                       "pretrain": {"loader_workers": 0, "epochs": 2}})
-    for out, steps in (("ddp_straight", 4), ("ddp_resumed", 1), ("ddp_resumed", 4)):
+    runs = (("ddp_straight", 4), ("ddp_resumed", 1), ("ddp_resumed", 4))
+    for (out, steps), port in zip(runs, ports, strict=True):
+        # a port per run: on one port a fast rank can reach the previous run's store before
+        # rank 0 has torn it down, and both then wait in the rendezvous forever
+        os.environ["MASTER_PORT"] = str(port)
         pretrain_stage.run(params, root_ / "videos.parquet", root_ / "words.parquet",
                            root_ / out, root_ / f"{out}.json", None, steps)
         # each process's random state after the run, to compare across ranks
@@ -100,7 +104,8 @@ def _ddp_resume_worker(rank: int, world: int, port: int, root: str) -> None:
 
 
 def test_two_process_resume_is_exact_and_ranks_draw_their_own_dropout(corpus):
-    mp.spawn(_ddp_resume_worker, args=(2, free_port(), str(corpus)), nprocs=2, join=True)
+    ports = [free_port() for _ in range(3)]
+    mp.spawn(_ddp_resume_worker, args=(2, ports, str(corpus)), nprocs=2, join=True)
     a = _weights(corpus / "ddp_straight/checkpoints/step-0000004.pt")
     b = _weights(corpus / "ddp_resumed/checkpoints/step-0000004.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
