@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+from tvts.dedup import LUMA
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def content_box(frame: np.ndarray, rule: BorderRule = DEFAULT_RULE,
     """The picture inside the bars of one uint8 RGB frame (H, W, 3); `luma`: its BT.601 luma
     when already computed."""
     h, w = frame.shape[:2]
-    luma = frame.astype(np.float32) @ _LUMA if luma is None else luma
+    luma = frame.astype(np.float32) @ LUMA if luma is None else luma
     top, bottom = _side_pair(frame, luma, 1, rule)
     left, right = _side_pair(frame, luma, 0, rule)
     return Box(top, h - bottom, left, w - right)
@@ -126,7 +126,7 @@ def crop_borders(frames: np.ndarray, rule: BorderRule = DEFAULT_RULE
     h, w = frames.shape[1:3]
     out = frames
     cut = np.zeros(len(frames), bool)
-    luma = frames.astype(np.float32) @ _LUMA  # (N, H, W), once for all frames
+    luma = frames.astype(np.float32) @ LUMA  # (N, H, W), once for all frames
     for i, frame in enumerate(frames):
         box = content_box(frame, rule, luma[i])
         if box.is_whole(h, w):

@@ -21,12 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tvts.dedup import EMPTY_NORM
-
-# ITU-R BT.601: luma carries the structure; the two chroma planes tell same-shaped things of
-# different colours apart.
-_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5],
-                   [0.5, -0.418688, -0.081312]], np.float32)
+from tvts.dedup import EMPTY_NORM, LUMA, YCBCR
 
 
 class FrameEncoder(Protocol):
@@ -82,7 +77,7 @@ class DCTEncoder:
         # antialiased area-like downsampling: the thumbnail is the same for any source size
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
                           align_corners=False).numpy()
-        ycc = np.einsum("ck,nkhw->nchw", _YCBCR, x)
+        ycc = np.einsum("ck,nkhw->nchw", YCBCR, x)
         c = dct_matrix(self.size)
         coef = c @ ycc @ c.T  # (N, 3, size, size)
         n = len(frames)
@@ -97,7 +92,7 @@ class DCTEncoder:
 
 def blank_frames(frames: np.ndarray, min_structure: float = 1.0) -> np.ndarray:
     """Frames whose luma barely varies (RMS deviation below `min_structure`, 0-255 scale)."""
-    y = np.ascontiguousarray(frames).astype(np.float32) @ _YCBCR[0]
+    y = np.ascontiguousarray(frames).astype(np.float32) @ LUMA
     return y.reshape(len(frames), -1).std(axis=1) < min_structure
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tvts.dedup import YCBCR
 from tvts.dedup.borders import BorderRule, InsetRule, crop_borders, insets
 
 FLIPPED = 1
@@ -25,8 +26,6 @@ INSET = 8
 _NAMES = ((FLIPPED, "flipped"), (LUMA, "luma"), (BORDERS_CUT, "borders cut"),
           (INSET, "picture-in-picture inset"))
 
-# ITU-R BT.601 luma, as a greyscale conversion (PIL's "L", a decoder's Y plane) computes it
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @dataclass(frozen=True)
@@ -52,16 +51,15 @@ def describe(view: int, query_view: int = 0) -> str:
 
 def greyscale(frames: np.ndarray) -> np.ndarray:
     """Frames (N, H, W, 3) as grey RGB: every channel the BT.601 luma."""
-    y = np.clip(np.rint(frames.astype(np.float32) @ _LUMA), 0, 255).astype(np.uint8)
+    y = np.clip(np.rint(frames.astype(np.float32) @ YCBCR[0]), 0, 255).astype(np.uint8)
     return np.repeat(y[..., None], 3, axis=-1)
 
 
 def chroma_level(frames: np.ndarray) -> np.ndarray:
     """Mean |Cb| + |Cr| of each frame (0 for a grey frame), on every other pixel."""
     f = frames[:, ::2, ::2].astype(np.float32)
-    cb = f @ np.array([-0.168736, -0.331264, 0.5], np.float32)
-    cr = f @ np.array([0.5, -0.418688, -0.081312], np.float32)
-    return (np.abs(cb) + np.abs(cr)).mean(axis=(1, 2))
+    chroma = f @ YCBCR[1:].T  # (N, h, w, 2): Cb, Cr
+    return np.abs(chroma).sum(axis=-1).mean(axis=(1, 2))
 
 
 def prepare(frames: np.ndarray, views: ViewSet) -> tuple[np.ndarray, np.ndarray]:
