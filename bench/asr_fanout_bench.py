@@ -93,7 +93,7 @@ def main() -> None:
         dask = time.perf_counter() - t
         wa = pl.read_parquet(a / "data/asr/words.parquet")
         wb = pl.read_parquet(b / "data/asr/words.parquet")
-        merged = json.loads((b / "metrics/asr.json").read_text())
+        merged = json.loads((b / "metrics/details/asr.json").read_text())
     result = {"machine": {"cpus": os.cpu_count()}, "videos": videos.height,
               "audio_min": round(float(videos["duration_s"].sum()) / 60, 2),
               "dask_workers": args.workers,

@@ -28,6 +28,7 @@ from tvts.dedup.encoders import DCTEncoder
 from tvts.dedup.frames import query_times, read_frames_at
 from tvts.dedup.views import chroma_level, greyscale
 from tvts.stages import dedup as dedup_stage
+from tvts.stages.common import details_path
 
 BEFORE = {"crop_borders": False, "index_flips": False, "luma_path": False,
           "query_insets": False, "crop_scales": [1.0, 0.9, 0.8, 0.7], "threshold": 0.99}
@@ -38,7 +39,7 @@ def run_stage(params, root: Path, tag: str) -> dict:
     dedup_stage.run(params, Path("data/asr/valid.parquet"), Path("data/downstream"),
                     Path("data/corpus/leak_truth.parquet"), root / tag / "dedup",
                     root / tag / "report", root / tag / "metrics.json")
-    m = json.loads((root / tag / "metrics.json").read_text())
+    m = json.loads(details_path(root / tag / "metrics.json").read_text())
     return {"wall_s": round(time.perf_counter() - t0, 1), "features_s": m["features_s"],
             "indexed_vectors": m["indexed_vectors"], "query_vectors": m["query_frames"],
             "pairs": m["pairs"], "excluded_videos": m["excluded_videos"],

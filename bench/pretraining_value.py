@@ -5,7 +5,7 @@ only (sort.lambda = 0), (c) full TVTS, each through pretrain -> post_pretrain ->
     python bench/pretraining_value.py          # (b) in a scratch folder, then the table
         [--out bench/results/pretraining_value.json]
 
-(c) and (a) are read from the workspace's `metrics/eval.json` (the evaluate stage always
+(c) and (a) are read from the workspace's `metrics/details/eval.json` (the evaluate stage always
 evaluates the random-weights floor beside the trained encoders); (b) is trained here with the
 same stage code on the same data (`data/dedup/videos.parquet`, `data/asr/words.parquet`,
 `data/downstream/`), writing nothing in the workspace. With lambda = 0 the sort loss has no
@@ -23,6 +23,7 @@ from typing import Any
 
 from tvts.config import load_params, resolve
 from tvts.stages import evaluate, post_pretrain, pretrain
+from tvts.stages.common import details_path
 
 ROWS = [("ssv2", "linear", "post_pretrain", "top1", "SSV2-format linear probe top-1 (%)"),
         ("ssv2", "attentive", "post_pretrain", "top1", "SSV2-format attentive probe top-1 (%)"),
@@ -51,13 +52,14 @@ def train_lambda0(params_file: str, work: Path) -> dict[str, Any]:
                             metrics_path=work / "post_pretrain.json", live_dir=None))
     print(evaluate.run(params, models=models, out_dir=work / "eval", report_dir=work / "report",
                        metrics_path=work / "eval.json"))
-    return json.loads((work / "eval.json").read_text())
+    return json.loads(details_path(work / "eval.json").read_text())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--metrics", default="metrics/eval.json", help="the workspace's (c) and (a)")
+    ap.add_argument("--metrics", default="metrics/details/eval.json",
+                    help="the workspace's (c) and (a)")
     ap.add_argument("--out", default="bench/results/pretraining_value.json")
     args = ap.parse_args()
     full = json.loads(Path(args.metrics).read_text())
@@ -75,7 +77,7 @@ def main() -> None:
               "ssv2_top1": pick(full, "ssv2", "linear", "post_pretrain", "chance_top1")}
     result = {"profile": load_params(args.params).profile, "chance": chance, "rows": table,
               "b_seconds": round(seconds, 1),
-              "note": "(c)/(a): metrics/eval.json of `dvc repro`; (b): sort.lambda=0, best "
+              "note": "(c)/(a): metrics/details/eval.json of `dvc repro`; (b): sort.lambda=0, best "
                       "checkpoint by val/loss; encoders after post_pretrain for the downstream "
                       "rows, the pretrain export for sorting"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]  # the project root this flow is serv
 USER_ERROR_EXIT = 2  # `python -m tvts` exits 2 on a user error (bad params, a bad file)
 # stages whose per-video work splits by shard (`tvts stage <name> --shards i/n`)
 FANOUT_STAGES = ("asr", "dedup", "evaluate")
-REPORTS = {"ASR validation (Data Docs)": "reports/asr_validation/index.html",
+REPORTS = {"every report of the run, with the headline metrics": "reports/index.html",
+           "ASR validation (Data Docs)": "reports/asr_validation/index.html",
            "leakage review": "reports/leakage/index.html",
            "evaluation summary": "reports/eval/summary.md",
-           "evaluation confusion matrices": "reports/eval/confusion"}
+           "training curves": "reports/pretrain/curves.png",
+           "evaluation figures": "reports/eval/figures"}
 
 
 class StageFailed(RuntimeError):

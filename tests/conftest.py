@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,10 +17,16 @@ import pytest
 from tvts.config import resolve
 from tvts.corpus.demo.generate import DemoOutput, generate_demo
 from tvts.corpus.demo.media import write_video
+from tvts.stages.common import details_path
 
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def stage_record(metrics_path: str | Path) -> dict:
+    """Everything a stage recorded: the details file beside its headline metrics."""
+    return json.loads(details_path(metrics_path).read_text())
 
 
 def free_port() -> int:

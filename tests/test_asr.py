@@ -28,7 +28,7 @@ from tvts.stages import corpus as corpus_stage
 from tvts.tables import read_table
 from tvts.video.audio import read_audio_float
 
-from .conftest import REPO, make_video
+from .conftest import REPO, make_video, stage_record
 
 
 # ---------------------------------------------------------------- format and converter
@@ -243,7 +243,7 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(micro_corpus, tmp_path
     finished = sum(p.read_bytes().count(b"\n") for p in shards.glob("*.jsonl"))
     assert finished >= 1
     out, _ = _run_asr(work).communicate(timeout=300)
-    metrics = json.loads((work / "asr.json").read_text())
+    metrics = stage_record(work / "asr.json")
     videos = read_table(root / "corpus" / "videos.parquet", "videos")
     assert metrics["videos_resumed"] >= 1 and metrics["videos_done"] == videos.height
     words = read_table(work / "asr" / "words.parquet", "words")

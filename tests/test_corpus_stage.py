@@ -18,7 +18,7 @@ from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.tables import read_table
 
-from .conftest import make_video
+from .conftest import make_video, stage_record
 
 
 def _run(tmp_path: Path, source: str, **corpus):
@@ -29,7 +29,7 @@ def _run(tmp_path: Path, source: str, **corpus):
     summary = corpus_stage.run(params, out, tmp_path / "metrics.json")
     videos = read_table(out / "videos.parquet", "videos")
     quarantine = read_table(out / "quarantine.parquet", "quarantine")
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = stage_record(tmp_path / "metrics.json")
     return summary, videos, quarantine, metrics
 
 

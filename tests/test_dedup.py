@@ -3,11 +3,8 @@ review page in headless Chromium."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import subprocess
 from html import unescape
 from pathlib import Path
 
@@ -30,6 +27,9 @@ from tvts.stages import dedup as dedup_stage
 from tvts.stages import downstream as downstream_stage
 from tvts.storage import file_stamp
 from tvts.tables import frame, read_table, write_table
+
+from .browser import dump_dom, remote_references, screenshot
+from .conftest import stage_record
 
 
 def _scene(seed: int, n: int = 16, size: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -251,7 +251,7 @@ def micro_run(tmp_path_factory):
         dedup_stage.run(params, root / "corpus" / "videos.parquet", root / "downstream",
                         root / "corpus" / "leak_truth.parquet", root / "dedup",
                         root / "report", root / "dedup.json")
-        return json.loads((root / "dedup.json").read_text())
+        return stage_record(root / "dedup.json")
 
     return root, decisions, run_dedup
 
@@ -360,39 +360,19 @@ def evil_report(tmp_path_factory) -> Path:
     return root / "report" / "index.html"
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    if os.environ.get("TVTS_REQUIRE_CHROMIUM"):
-        pytest.fail("Chromium is required here (TVTS_REQUIRE_CHROMIUM) but not on PATH")
-    pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
-
-
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--no-first-run", "--mute-audio",
-                "--allow-file-access-from-files"]
-
-
 def test_report_renders_in_chromium_with_thumbnails(evil_report, tmp_path):
-    shot = tmp_path / "shot.png"
-    subprocess.run([_chromium(), *CHROME_FLAGS, f"--screenshot={shot}",
-                    "--window-size=1400,900", "--virtual-time-budget=5000",
-                    evil_report.as_uri()], check=True, capture_output=True, timeout=120)
-    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    img = screenshot(evil_report, tmp_path / "shot.png")
     magenta = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] > 180)
     # both thumbnails (120 px high) are magenta: thousands of pixels, not a stray few
     assert magenta.sum() > 5000
 
 
 def test_report_shows_html_in_names_as_text(evil_report, tmp_path):
-    done = subprocess.run([_chromium(), *CHROME_FLAGS, "--dump-dom", evil_report.as_uri()],
-                          check=True, capture_output=True, text=True, timeout=120)
-    dom = done.stdout
+    dom = dump_dom(evil_report)
     assert "<marquee" not in dom.lower()  # no element was injected
     assert "&lt;marquee&gt;x" in dom and "&lt;b&gt;label&lt;b&gt;" in dom
     html = evil_report.read_text()
-    assert "<marquee" not in html
+    assert "<marquee" not in html and remote_references(html) == []
     thumbs = list((evil_report.parent / "thumbs").glob("*.jpg"))
     assert len(thumbs) == 2 and all("<" not in t.name for t in thumbs)
     # the ready-to-paste line, as a reviewer copies it from the page, is the same pair
@@ -411,7 +391,7 @@ def test_stage_runs_with_a_clip_encoder_loaded_by_path(micro_run, tiny_clip):
     summary = dedup_stage.run(params, root / "corpus" / "videos.parquet", root / "downstream",
                               root / "corpus" / "leak_truth.parquet", root / "dedup-clip",
                               root / "report-clip", root / "clip.json")
-    m = json.loads((root / "clip.json").read_text())
+    m = stage_record(root / "clip.json")
     assert summary.startswith("dedup (clip)") and m["encoder"] == "clip"
     assert m["indexed_vectors"] > 0 and m["quarantined"] == 0
     # a random tiny CLIP is no judge of copies; what matters is that it ran, and said so

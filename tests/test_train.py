@@ -25,7 +25,7 @@ from tvts.train.sampler import ResumableSampler
 from tvts.train.schedule import lr_at
 from tvts.video.decoders import open_video  # noqa: F401  (decoders import cleanly)
 
-from .conftest import free_port
+from .conftest import free_port, stage_record
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus)
     assert val_steps == [str(n * e) for e in (1, 2, 3)]
     accuracy = re.compile(r"held-out sort accuracy (\S+) -> (\S+) \(50% masked;")
     assert accuracy.search(resumed).groups() == accuracy.search(straight).groups()
-    assert json.loads((corpus / "whole.json").read_text())["val_mask_ratio"] == 0.5
+    assert stage_record(corpus / "whole.json")["val_mask_ratio"] == 0.5
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
@@ -274,7 +274,7 @@ def test_full_pretrain_then_post_pretrain(corpus):
     assert (out / "checkpoints" / BEST).exists()
     assert {"encoder", "text_encoder", "tvts.safetensors", "tvts.json"} <= {
         p.name for p in out.iterdir()}
-    metrics = json.loads((corpus / "run.json").read_text())
+    metrics = stage_record(corpus / "run.json")
     assert metrics["chance_sort_acc"] == 0.25 and "val_sort_acc" in metrics
     # defined only when a validation batch holds clips of two videos
     other = metrics.get("val_sort_acc_other_video")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import polars as pl
 import pytest
@@ -13,6 +11,8 @@ from tvts.data.windows import windows_possible
 from tvts.errors import UserError
 from tvts.stages import validate as validate_stage
 from tvts.tables import frame, read_table, write_table
+
+from .conftest import stage_record
 
 
 def _video(vid: str, duration: float = 30.0) -> dict:
@@ -77,7 +77,7 @@ def test_each_planted_defect_is_caught_and_named(planted):
         assert name in reasons[vid], (vid, reasons[vid])
     valid = read_table(planted / "asr" / "valid.parquet", "videos")
     assert valid["video_id"].to_list() == ["good"]
-    metrics = json.loads((planted / "metrics.json").read_text())
+    metrics = stage_record(planted / "metrics.json")
     assert metrics["videos_passed"] == 1 and metrics["videos_checked"] == 9
     assert "1/9 videos pass" in summary
 

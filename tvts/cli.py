@@ -14,7 +14,7 @@ from tvts.config import ParamsError, load_params, process_count
 from tvts.errors import MissingInput, UserError
 
 STAGES = ("sources", "corpus", "asr", "validate", "downstream", "dedup", "pretrain",
-          "post_pretrain", "evaluate")
+          "post_pretrain", "evaluate", "reports")
 
 
 def _params_cmd(args: argparse.Namespace) -> int:
@@ -95,6 +95,18 @@ def _reencode_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reports_cmd(args: argparse.Namespace) -> int:
+    from tvts.reports.plots import install_plots_template
+
+    dvc_dir = Path(args.dvc_dir)
+    if not dvc_dir.is_dir():
+        raise UserError(f"{dvc_dir}: not a DVC folder; run this in the project's root (the "
+                        "folder with dvc.yaml) or pass --dvc-dir")
+    path = install_plots_template(dvc_dir)
+    print(f"wrote {path}: `dvc plots show` pages now carry the Vega libraries (no CDN)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvts", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="asr, dedup, evaluate: only part I of N of the per-video work "
                         "(shards s with s %% N == I), kept for the whole stage to merge")
     s.set_defaults(func=_stage_cmd)
+    o = sub.add_parser("reports", help="set up offline report pages (scripts/install.sh "
+                       "runs it)")
+    o.add_argument("action", choices=("setup",),
+                   help="setup: write the `dvc plots show` page template that inlines the "
+                        "Vega libraries (.dvc/config's plots.html_template)")
+    o.add_argument("--dvc-dir", default=".dvc")
+    o.set_defaults(func=_reports_cmd)
     r = sub.add_parser("reencode", help="re-encode a directory of videos for fast seeking")
     r.add_argument("src")
     r.add_argument("dst")

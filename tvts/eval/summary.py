@@ -1,26 +1,51 @@
-"""What a person reads of metrics/eval.json: a one-line headline and a Markdown table."""
+"""What a person reads of the evaluate stage's figures: a one-line headline, the headline
+metrics (`metrics/eval.json`) and a Markdown table of everything."""
 
 from __future__ import annotations
 
 from typing import Any
 
+# the figure each protocol is known by
+MAIN_FIGURE = {"linear": "top1", "attentive": "top1", "v2v": "R@1", "t2v": "R@1",
+               "sort": "acc_video", "text_only_sorter": "acc"}
+# encoders whose figures are a reference, not a result: kept out of the headline metrics
+FLOOR_ENCODERS = ("random",)
 
-def headline(metrics: dict[str, Any]) -> str:
-    """One line: the first metric of each protocol, per encoder."""
-    parts = []
-    first = {"linear": "top1", "attentive": "top1", "v2v": "R@1", "t2v": "R@1",
-             "sort": "acc_video", "text_only_sorter": "acc"}
+
+def _protocols(metrics: dict[str, Any]):
     for set_name, protocols in metrics.items():
         if not isinstance(protocols, dict) or set_name == "timing":
             continue
         for protocol, by_encoder in protocols.items():
-            if not isinstance(by_encoder, dict):
-                continue
-            key = first.get(protocol, "")
-            values = ", ".join(f"{e} {m.get(key, float('nan')):.3g}"
-                               for e, m in by_encoder.items())
-            parts.append(f"{set_name} {protocol} {key}: {values}")
+            if isinstance(by_encoder, dict):
+                yield set_name, protocol, by_encoder
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """One line: the first metric of each protocol, per encoder."""
+    parts = []
+    for set_name, protocol, by_encoder in _protocols(metrics):
+        key = MAIN_FIGURE.get(protocol, "")
+        values = ", ".join(f"{e} {m.get(key, float('nan')):.3g}"
+                           for e, m in by_encoder.items())
+        parts.append(f"{set_name} {protocol} {key}: {values}")
     return "; ".join(parts)
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` lists of the stage: each protocol's main figure for each
+    trained encoder, as set -> `<protocol>_<figure>` -> encoder (`ssv2.linear_top1.pretrain`).
+    The text-only control and the random-weights floor stay in the details."""
+    out: dict[str, Any] = {}
+    for set_name, protocol, by_encoder in _protocols(metrics):
+        key = MAIN_FIGURE.get(protocol)
+        if key is None or protocol == "text_only_sorter":
+            continue
+        values = {e: m[key] for e, m in by_encoder.items()
+                  if e not in FLOOR_ENCODERS and key in m}
+        if values:
+            out.setdefault(set_name, {})[f"{protocol}_{key.replace('@', '')}"] = values
+    return out
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
@@ -28,19 +53,14 @@ def summary_table(metrics: dict[str, Any]) -> str:
     per encoder."""
     encoders: list[str] = []
     rows = []
-    for set_name, protocols in metrics.items():
-        if set_name == "timing" or not isinstance(protocols, dict):
-            continue
-        for protocol, by_encoder in protocols.items():
-            if not isinstance(by_encoder, dict):
-                continue
-            for e in by_encoder:
-                if e not in encoders:
-                    encoders.append(e)
-            keys = list(next(iter(by_encoder.values())))
-            for key in keys:
-                rows.append((set_name, protocol, key,
-                             [by_encoder.get(e, {}).get(key) for e in encoders]))
+    for set_name, protocol, by_encoder in _protocols(metrics):
+        for e in by_encoder:
+            if e not in encoders:
+                encoders.append(e)
+        keys = list(next(iter(by_encoder.values())))
+        for key in keys:
+            rows.append((set_name, protocol, key,
+                         [by_encoder.get(e, {}).get(key) for e in encoders]))
     head = "| set | protocol | metric | " + " | ".join(encoders) + " |\n"
     head += "|---|---|---|" + "---|" * len(encoders) + "\n"
     body = "".join(f"| {s} | {p} | {k} | "

@@ -40,7 +40,9 @@ def run(params: Params, corpus_dir: Path = CORPUS, out_dir: Path = OUT_DIR,
     write_table(quarantine, out_dir / "quarantine.parquet", "quarantine")
     record_params(params, out_dir)
     metrics["engine"] = cfg.engine
-    write_metrics(metrics_path, metrics)
+    write_metrics(metrics_path, {"videos": metrics["videos_done"],
+                                 "quarantined": metrics["videos_failed"],
+                                 "words": metrics["words"]}, metrics)
     return (f"asr: {metrics['videos_done']} videos transcribed ({metrics['words']} words, "
             f"{metrics['audio_hours'] * 60:.1f} min of audio), {metrics['videos_skipped']} "
             f"skipped, {metrics['videos_failed']} failed, {metrics['videos_resumed']} resumed, "

@@ -19,8 +19,25 @@ def record_params(params: Params, out_dir: str | Path) -> None:
     atomic_write_text(Path(out_dir) / "params.resolved.yaml", text)
 
 
-def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+def details_path(metrics_path: str | Path) -> Path:
+    """Where a stage's full record goes: `details/` beside its metrics file."""
+    path = Path(metrics_path)
+    return path.parent / "details" / path.name
+
+
+def write_metrics(path: str | Path, headline: dict[str, Any],
+                  details: dict[str, Any] | None = None) -> None:
+    """`headline` at `path`: the few figures `dvc metrics show` lists for the stage, those a
+    user compares across experiments (dvc.yaml declares these files as metrics); `details`,
+    everything the stage measured, at `details_path(path)` (a plain output: a table of every
+    counter of every stage reads like no table at all)."""
+    if details is not None:
+        write_json(details_path(path), details)
+    write_json(path, headline)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def progress_bar(total: int, desc: str) -> tqdm:

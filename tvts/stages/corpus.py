@@ -97,7 +97,7 @@ def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS) -
         "planted_leaks": leak_truth.height,
         "raw_subtitles_only": collected.raw_subtitles_only,
     }
-    write_metrics(metrics_path, metrics)
+    write_metrics(metrics_path, {k: metrics[k] for k in ("videos", "quarantined")}, metrics)
     elapsed = time.perf_counter() - t0
     return (
         f"corpus: {videos.height} videos ({metrics['hours'] * 60:.1f} min, "

@@ -171,8 +171,12 @@ def run(params: Params, videos_path: Path = VIDEOS, downstream_dir: Path = DOWNS
         truth = read_table(truth_path, "leak_truth").filter(
             pl.col("video_id").is_in(list(videos["video_id"])))
         metrics["planted"] = score(leaks, truth)
-    write_metrics(metrics_path, metrics)
     planted = metrics.get("planted")
+    headline = {"videos": kept.height, "quarantined": len(failed), "leaks": len(excluded)}
+    if planted:
+        headline |= {"planted_recall": planted["video_recall"],
+                     "planted_precision": planted["video_precision"]}
+    write_metrics(metrics_path, headline, metrics)
     scored = (f"; planted leaks: precision {planted['pair_precision']}, recall "
               f"{planted['pair_recall']}" if planted else "")
     return (f"dedup ({cfg.encoder}): {leaks.height} pair(s), {len(excluded)} of {videos.height} "

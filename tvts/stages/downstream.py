@@ -53,6 +53,8 @@ def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS,
     write_table(frame(bad, "quarantine"), partial / "quarantine.parquet", "quarantine")
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
-    write_metrics(metrics_path, metrics)
+    write_metrics(metrics_path, {
+        "items": sum(m["items"] for m in metrics.values()),
+        "quarantined": sum(m["quarantined"] for m in metrics.values())}, metrics)
     return "downstream: " + ", ".join(f"{n} {m['items']} clips ({m['quarantined']} quarantined)"
                                       for n, m in metrics.items())

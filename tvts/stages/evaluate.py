@@ -29,11 +29,12 @@ from tvts.eval.features import ClipItem, FrozenEncoder, ViewSpec, extract, weigh
 from tvts.eval.probes import ProbeSettings
 from tvts.eval.protocols import classify, set_splits, text_to_video, video_to_video
 from tvts.eval.sorting import sort_accuracies
-from tvts.eval.summary import headline, summary_table
+from tvts.eval.summary import headline, headline_metrics, summary_table
 from tvts.eval.text_sorter import TextSortSettings, train_text_only_sorter
 from tvts.models.text_encoder import load_tokenizer
 from tvts.models.tvts_model import TVTSModel
-from tvts.stages.common import progress_bar, record_params, write_metrics
+from tvts.reports.plots import confusion_spec, write_png
+from tvts.stages.common import progress_bar, record_params, write_json, write_metrics
 from tvts.storage import atomic_write_text, file_stamp
 from tvts.tables import frame, read_table, write_table
 
@@ -147,11 +148,12 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
     metrics: dict[str, Any] = {}
     failed: list[dict[str, Any]] = []
     timing: dict[str, float] = {}
-    confusion_dir = report_dir / "confusion"
+    confusion_dir, figures_dir = report_dir / "confusion", report_dir / "figures"
     if not shards:  # a part leaves the stage's reports alone
-        confusion_dir.mkdir(parents=True, exist_ok=True)
-        for stale in confusion_dir.glob("*.json"):
-            stale.unlink()
+        for folder, pattern in ((confusion_dir, "*.json"), (figures_dir, "*.png")):
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(pattern):
+                stale.unlink()
     for set_name, protocols in params.eval_tasks().items():
         path = downstream_dir / f"{set_name}.parquet"
         if not path.exists():
@@ -199,7 +201,10 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                     if protocol == "linear":
                         rows_c = [{"actual": a, "predicted": p}
                                   for a, p in zip(res_c.actual, res_c.predicted, strict=True)]
-                        write_metrics(confusion_dir / f"{set_name}-{name}.json", rows_c)
+                        write_json(confusion_dir / f"{set_name}-{name}.json", rows_c)
+                        write_png(confusion_spec(rows_c, f"{set_name}: linear probe on "
+                                                          f"{name} features (test clips)"),
+                                  figures_dir / f"confusion-{set_name}-{name}.png")
                 elif protocol == "v2v":
                     by_encoder[name] = _round(video_to_video(train, splits.train, test,
                                                              splits.test, v2v_ks,
@@ -233,6 +238,6 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
     record_params(params, report_dir)
     timing["total_s"] = round(time.perf_counter() - t0, 2)
     metrics["timing"] = timing
-    write_metrics(metrics_path, metrics)
+    write_metrics(metrics_path, headline_metrics(metrics), metrics)
     atomic_write_text(report_dir / "summary.md", summary_table(metrics))
     return "evaluate: " + headline(metrics) + f"; {timing['total_s']:.0f} s"

@@ -12,6 +12,7 @@ from tvts.data.captioned import AlternatingGroups, CaptionedDataset, read_cc3m, 
 from tvts.data.tvts_dataset import TVTSCollate
 from tvts.errors import UserError
 from tvts.models.factory import build_tvts, model_signature
+from tvts.reports.plots import POST_PRETRAIN_PANELS, write_curves
 from tvts.stages.common import record_params, write_metrics
 from tvts.train.checkpoint import BEST, load_checkpoint, seed_all
 from tvts.train.distributed import cleanup, setup
@@ -23,11 +24,12 @@ PRETRAINED = Path("models/pretrain/checkpoints") / BEST
 OUT_DIR = Path("models/post_pretrain")
 METRICS = Path("metrics/post_pretrain.json")
 LIVE = Path("dvclive/post_pretrain")
+REPORT = Path("reports/post_pretrain")
 
 
 def run(params: Params, images_root: Path | None = None, clips_root: Path | None = None,
         init: Path = PRETRAINED, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS,
-        live_dir: Path | None = LIVE) -> str:
+        live_dir: Path | None = LIVE, report_dir: Path = REPORT) -> str:
     t0 = time.perf_counter()
     cfg = params.post_pretrain
     d = setup()
@@ -70,7 +72,12 @@ def run(params: Params, images_root: Path | None = None, clips_root: Path | None
         record_params(params, out_dir)
         final = {k.replace("/", "_"): round(v, 5) for k, v in result.last_metrics.items()}
         final |= {"steps": result.steps, "images": len(images), "clips": len(clips)}
-        write_metrics(metrics_path, final)
+        write_metrics(metrics_path, {
+            "steps": result.steps,
+            **({"val_r1_t2v": final["val_r1_t2v"]} if "val_r1_t2v" in final else {})}, final)
+        if live_dir is not None:
+            write_curves(live_dir, POST_PRETRAIN_PANELS, "post_pretrain",
+                         report_dir / "curves.png")
         return (f"post_pretrain: {result.steps} steps on {len(images)} captioned images and "
                 f"{len(clips)} clips; held-out clip->text R@1 "
                 f"{result.last_metrics.get('val/r1_v2t', float('nan')):.1f}%; "

@@ -19,6 +19,7 @@ from tvts.data.tvts_dataset import (
 )
 from tvts.errors import UserError
 from tvts.models.factory import build_tvts, model_signature
+from tvts.reports.plots import pretrain_panels, write_curves
 from tvts.stages.common import record_params, write_metrics
 from tvts.tables import frame, read_table, write_table
 from tvts.train.checkpoint import BEST, load_checkpoint, seed_all
@@ -32,11 +33,12 @@ WORDS = Path("data/asr/words.parquet")
 OUT_DIR = Path("models/pretrain")
 METRICS = Path("metrics/pretrain.json")
 LIVE = Path("dvclive/pretrain")
+REPORT = Path("reports/pretrain")
 
 
 def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         out_dir: Path = OUT_DIR, metrics_path: Path = METRICS, live_dir: Path | None = LIVE,
-        max_steps: int | None = None) -> str:
+        max_steps: int | None = None, report_dir: Path = REPORT) -> str:
     t0 = time.perf_counter()
     cfg = params.pretrain
     params.check_video_init()  # before any data is read
@@ -84,7 +86,12 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
                   "steps": result.steps, "train_videos": len(train_entries),
                   "val_videos": len(val_entries), "skipped_videos": len(reported),
                   "val_mask_ratio": cfg.val_mask_ratio}
-        write_metrics(metrics_path, final)
+        write_metrics(metrics_path, {
+            "steps": result.steps,
+            **{key: final[key] for key in ("val_sort_acc", "val_sort_acc_other_video",
+                                           "val_r1_t2v") if key in final}}, final)
+        if live_dir is not None:
+            write_curves(live_dir, pretrain_panels(1 / k), "pretrain", report_dir / "curves.png")
         first = result.val_history[0] if result.val_history else {}
         last = result.last_metrics
         masking = (f"{cfg.val_mask_ratio:.0%} masked" if cfg.val_mask_ratio else "unmasked")
