@@ -187,7 +187,7 @@ def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus)
     def run(out: str, max_steps=None) -> str:
         return pretrain_stage.run(params, corpus / "videos.parquet", corpus / "words.parquet",
                                   corpus / out, corpus / f"{out}.json", corpus / f"{out}_live",
-                                  max_steps)
+                                  max_steps, corpus / f"{out}_report")
 
     straight = run("whole")
     n = len(_curves(corpus / "whole_live")["plots/metrics/train/loss.tsv"]) // 3
@@ -217,7 +217,8 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     torch.set_num_threads(1)
     root_ = Path(root)
     pretrain_stage.run(_params(), root_ / "videos.parquet", root_ / "words.parquet",
-                       root_ / "ddp", root_ / "ddp.json", root_ / "ddp_live", 2)
+                       root_ / "ddp", root_ / "ddp.json", root_ / "ddp_live", 2,
+                       root_ / "ddp_report")
 
 
 def _logged(live: Path, name: str) -> list[float]:
@@ -228,7 +229,8 @@ def _logged(live: Path, name: str) -> list[float]:
 def test_two_process_ddp_matches_single_process(corpus):
     torch.set_num_threads(1)
     pretrain_stage.run(_params(), corpus / "videos.parquet", corpus / "words.parquet",
-                       corpus / "single", corpus / "single.json", corpus / "single_live", 2)
+                       corpus / "single", corpus / "single.json", corpus / "single_live", 2,
+                       corpus / "single_report")
     mp.spawn(_ddp_worker, args=(2, free_port(), str(corpus)), nprocs=2, join=True)
     # the same loss and the same gradient (its norm, before the first update) on the same
     # global batch: the contrastive part would differ by the world size without its scaling
