@@ -25,7 +25,8 @@ from .conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
 STAGES = ["sources", "corpus", "asr", "validate", "downstream", "dedup", "pretrain",
-          "post_pretrain", "evaluate"]
+          "post_pretrain", "evaluate", "reports"]
+ALWAYS_RUN = {"sources", "reports"}  # dvc.yaml: always_changed
 
 
 # ---------------------------------------------------------------- units
@@ -178,13 +179,15 @@ def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served)
     by_key = {a["key"]: a for a in artifacts}
     assert "metrics/eval.json" in by_key["tvts-metrics"]["data"]
     assert "leakage review" in by_key["tvts-reports"]["data"]
+    assert "reports/index.html" in by_key["tvts-reports"]["data"]
 
     again = _trigger(root, env)
     state, tasks, logs = _run_info(api, again)
     assert state == "COMPLETED"
-    # the listing of the sources runs every time (cheap); it changed nothing, so no other did
-    assert "stage sources ran" in logs
-    assert logs.count("up to date, skipped") == len(STAGES) - 1, logs
+    # the listing of the sources and the reports index run every time (cheap); the listing
+    # changed nothing, so no other stage ran
+    assert "stage sources ran" in logs and "stage reports ran" in logs
+    assert logs.count("up to date, skipped") == len(STAGES) - len(ALWAYS_RUN), logs
     second = httpx.post(f"{api}/artifacts/filter",
                         json={"artifacts": {"flow_run_id": {"any_": [again]}}}).json()
     metrics_md = next(a["data"] for a in second if a["key"] == "tvts-metrics")
@@ -205,11 +208,15 @@ def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served)
     assert data["params"]["params.yaml"]["data"]["sort"]["lambda"] == 0.5
     assert "val_sort_acc" in data["metrics"]["metrics/pretrain.json"]["data"]
     assert "ssv2" in data["metrics"]["metrics/eval.json"]["data"]
-    # the experiment's commit holds the run's full record: lambda weighed the sort loss
+    # the experiment's run record, as its dvc.lock names it in the shared DVC cache: lambda
+    # weighed the sort loss
     rev = runs["lambda-half"]["revs"][0]["rev"]
-    pre = json.loads(subprocess.run(["git", "show", f"{rev}:metrics/details/pretrain.json"],
-                                    cwd=root, capture_output=True, text=True,
-                                    check=True).stdout)
+    lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root,
+                                         capture_output=True, text=True, check=True).stdout)
+    assert lock["stages"]["pretrain"]["params"]["params.yaml"]["sort.lambda"] == 0.5
+    md5 = next(o["md5"] for o in lock["stages"]["pretrain"]["outs"]
+               if o["path"] == "metrics/details/pretrain.json")
+    pre = json.loads((root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_text())
     assert pre["train_loss"] == pytest.approx(
         pre["train_loss_contrastive"] + 0.5 * pre["train_loss_sort"], rel=1e-3)
     assert not subprocess.run(["git", "status", "--porcelain", "params.yaml"], cwd=root,
