@@ -213,7 +213,7 @@ def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served)
     rev = runs["lambda-half"]["revs"][0]["rev"]
     lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root,
                                          capture_output=True, text=True, check=True).stdout)
-    assert lock["stages"]["pretrain"]["params"]["params.yaml"]["sort.lambda"] == 0.5
+    assert lock["stages"]["pretrain"]["params"]["params.yaml"]["sort"]["lambda"] == 0.5
     md5 = next(o["md5"] for o in lock["stages"]["pretrain"]["outs"]
                if o["path"] == "metrics/details/pretrain.json")
     pre = json.loads((root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_text())
