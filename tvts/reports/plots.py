@@ -62,7 +62,6 @@ class Panel:
     title: str
     series: tuple[tuple[str, str], ...]  # (dvclive name, legend label)
     rule: tuple[float, str] | None = None  # a horizontal reference line (value, label)
-    log_y: bool = False
 
 
 def read_dvclive_series(live_dir: str | Path, name: str) -> list[tuple[int, float]]:
@@ -91,7 +90,7 @@ def curves_spec(live_dir: str | Path, panels: Sequence[Panel], title: str
             continue
         y: dict[str, Any] = {"field": "value", "type": "quantitative", "title": None,
                              "axis": {"format": "~g"},
-                             "scale": {"type": "log"} if panel.log_y else {"zero": False}}
+                             "scale": {"zero": False}}
         encoding = {"x": {"field": "step", "type": "quantitative"}, "y": y,
                     "color": {"field": "series", "type": "nominal",
                               "legend": {"orient": "bottom", "title": None}}}
