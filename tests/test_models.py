@@ -61,7 +61,8 @@ def test_masking_keeps_the_chosen_patches():
     m.blocks = torch.nn.ModuleList()
     m.norm = torch.nn.Identity()
     _, tokens = m(video, keep)
-    assert torch.allclose(tokens[:, 1:], picked.reshape(1, -1, 48))
+    # (the kept patches are embedded alone: the same tokens to rounding)
+    assert torch.allclose(tokens[:, 1:], picked.reshape(1, -1, 48), atol=1e-5)
 
 
 def test_position_tables_slice_for_short_clips():
@@ -350,3 +351,51 @@ def test_an_incomplete_local_folder_names_the_key_and_what_is_missing(tmp_path):
     (tmp_path / "empty" / "model.safetensors").write_bytes(b"")
     with pytest.raises(UserError, match=r"does not load as AutoModel"):
         TextEncoder(str(tmp_path / "empty"))
+
+
+# ---------------------------------------------------------------- speed levers, same math
+def test_embedding_only_the_kept_patches_gives_the_tokens_and_gradients_of_embed_then_drop():
+    cfg = VideoViTConfig(**{**SMALL.__dict__, "temporal_init": "normal"})
+    video = torch.randn(2, 3, 16, 32, 32)
+    keep = _keep(2, 8, 16, 0.75)
+    outs, grads = [], []
+    for before in (True, False):
+        torch.manual_seed(0)
+        m = VideoViT(cfg, drop_before_embed=before).train()
+        _, tokens = m(video, keep)
+        tokens.square().sum().backward()
+        outs.append(tokens)
+        grads.append([m.patch_embed.proj.weight.grad, m.patch_embed.proj.bias.grad,
+                      m.pos_embed_spatial.grad, m.pos_embed_temporal.grad])
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    for ours, theirs in zip(*grads, strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+    # the kept tokens are the chosen patches, in slice order, not any others
+    m = VideoViT(cfg).eval()
+    full = m.embed(video)
+    picked = m.embed_kept(video, keep)
+    assert torch.allclose(picked[1, 3], full[1, 3, keep[1, 3]], atol=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        m.embed_kept(video, keep[:, :4])
+
+
+def test_fused_and_explicit_attention_compute_the_same_model():
+    from tvts.models.attention import set_fused_attention
+
+    params = resolve({"profile": "micro"})
+    model = build_tvts(params).eval()
+    video = torch.randn(2, 3, 4, 32, 32)
+    ids = torch.randint(1000, 5000, (2, 4, 7))
+    mask = torch.ones_like(ids)
+    mask[:, :, 5:] = 0  # padded transcripts: the explicit path must mask them too
+    order = torch.stack([torch.randperm(4) for _ in range(2)])
+    keep = _keep(2, 2, 16, 0.5)
+    with torch.no_grad():
+        fused = model(video, ids, mask, order, keep, gather=False)
+        # 4 (or more) timm attention layers in the video encoder and sorter + the text model
+        assert set_fused_attention(model, False) >= params.model.video.depth + 2 + 1
+        assert model.text.model.config._attn_implementation == "eager"
+        assert not model.video.blocks[0].attn.fused_attn
+        explicit = model(video, ids, mask, order, keep, gather=False)
+    for key in ("loss", "video_vec", "text_vec"):
+        assert torch.allclose(fused[key], explicit[key], atol=1e-5), key

@@ -48,9 +48,11 @@ def corpus(tmp_path_factory):
 
 
 def _params(**pretrain):
-    # constant lr 1e-4: the weight comparison's tolerance is a fraction of it
+    # constant lr 1e-4: the weight comparison's tolerance is a fraction of it; fp32: the
+    # comparisons' tolerances are fp32 rounding (auto is bf16 on a CPU with bf16 units)
     return resolve({"profile": "micro", "model": {"text": {"dropout": False}},
                     "pretrain": {"loader_workers": 0, "epochs": 2, "lr": 1e-4,
+                                 "precision": "fp32",
                                  "schedule": "step", "lr_milestones": [],
                                  "warmup_epochs": 0.0, **pretrain}})
 

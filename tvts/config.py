@@ -401,9 +401,13 @@ class _TrainingConfig(_Section):
     lr_milestones: list[int] = [5, 7]  # step schedule: lr x0.1 at each of these epochs
     warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a GPU
+    # auto: bf16 autocast on a GPU, and on a CPU with bf16 instructions (AVX512-BF16, AMX)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     grad_checkpointing: bool = False
     compile: bool = False
+    # AdamW's kernel: `fused` (one kernel for every update; bench/train_step.py), `foreach`
+    # (PyTorch's default), `for-loop`; they differ only in rounding
+    optimizer: Literal["fused", "foreach", "for-loop"] = "fused"
     loader_workers: Annotated[int, Field(ge=0)] = 2
     checkpoint_every_steps: PositiveInt = 200
     keep_checkpoints: PositiveInt = 1  # full checkpoints kept (best.pt is kept apart)

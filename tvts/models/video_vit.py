@@ -3,6 +3,11 @@
 Tokens are laid out slice by slice: a clip of T frames with tubelet t gives T/t temporal
 slices of (H/p)*(W/p) patches. Masking keeps, per slice, the patch indices the sample pipeline
 drew (no [MASK] token, no decoder); attention is joint over what is left, plus [CLS].
+
+The kept patches are picked from the pixels and only they are embedded (`drop_before_embed`,
+the default); the release embeds every patch and drops after (`False`, kept for the
+reference-style benchmark). Both give the same tokens: the cube embedding is a linear map of
+each patch's pixels.
 """
 
 from __future__ import annotations
@@ -46,13 +51,15 @@ class VideoViTConfig:
 
 
 class VideoViT(nn.Module):
-    def __init__(self, cfg: VideoViTConfig, grad_checkpointing: bool = False):
+    def __init__(self, cfg: VideoViTConfig, grad_checkpointing: bool = False,
+                 drop_before_embed: bool = True):
         super().__init__()
         if cfg.img_size % cfg.patch_size:
             raise ValueError(f"frame size {cfg.img_size} is not a multiple of the patch size "
                              f"{cfg.patch_size}")
         self.cfg = cfg
         self.grad_checkpointing = grad_checkpointing
+        self.drop_before_embed = drop_before_embed
         w = cfg.width
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv3d(
@@ -94,21 +101,48 @@ class VideoViT(nn.Module):
         grid = F.interpolate(grid, size=(hp, wp), mode="bicubic", align_corners=False)
         return grid.permute(0, 2, 3, 1).reshape(1, hp * wp, -1)
 
-    def embed(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> patch tokens with position (B, slices, patches, width)."""
+    def _cubes(self, video: torch.Tensor) -> torch.Tensor:
+        """The input as whole cubes: an image is repeated to fill one; a ragged clip is an
+        error."""
         if video.shape[2] < self.cfg.tubelet:  # an image: repeat it to fill one cube
             video = video.repeat_interleave(self.cfg.tubelet, dim=2)[:, :, : self.cfg.tubelet]
         if video.shape[2] % self.cfg.tubelet:
             raise ValueError(f"{video.shape[2]} frames is not a multiple of the tubelet "
                              f"{self.cfg.tubelet}")
-        x = self.patch_embed.proj(video)  # (B, W, S, hp, wp)
-        s, hp, wp = x.shape[2:]
+        s = video.shape[2] // self.cfg.tubelet
         if s > self.pos_embed_temporal.shape[1]:
             raise ValueError(f"clip has {s} temporal slices; the model was built for at most "
                              f"{self.pos_embed_temporal.shape[1]}")
+        return video
+
+    def embed(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> patch tokens with position (B, slices, patches, width)."""
+        video = self._cubes(video)
+        x = self.patch_embed.proj(video)  # (B, W, S, hp, wp)
+        s, hp, wp = x.shape[2:]
         x = x.flatten(3).permute(0, 2, 3, 1)  # (B, S, P, W)
         x = x + self._spatial_pos(hp, wp)[:, None]
         return x + self.pos_embed_temporal[:, :s, None]
+
+    def embed_kept(self, video: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The tokens of the kept patches only, (B, slices, n_keep, width): the pixels of
+        each kept cube through the embedding's weights as one matrix product, so a 75%-masked
+        clip pays a quarter of the embedding (`embed` + gather gives the same tokens)."""
+        video = self._cubes(video)
+        b, c, t, h, w = video.shape
+        ct, p = self.cfg.tubelet, self.cfg.patch_size
+        s, hp, wp = t // ct, h // p, w // p
+        if keep.shape[:2] != (b, s):
+            raise ValueError(f"keep indices {tuple(keep.shape)} do not match "
+                             f"(batch {b}, slices {s})")
+        # (B, C, S, ct, hp, p, wp, p) -> (B, S, hp*wp, C*ct*p*p): the conv weight's order
+        cubes = video[..., : hp * p, : wp * p].reshape(b, c, s, ct, hp, p, wp, p)
+        cubes = cubes.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, s, hp * wp, -1)
+        picked = torch.gather(cubes, 2, keep[..., None].expand(-1, -1, -1, cubes.shape[-1]))
+        proj = self.patch_embed.proj
+        x = F.linear(picked, proj.weight.flatten(1), proj.bias)
+        pos = self._spatial_pos(hp, wp)[0][keep]  # (B, S, n_keep, W)
+        return x + pos + self.pos_embed_temporal[0, :s, None]
 
     def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,13 +150,16 @@ class VideoViT(nn.Module):
 
         `keep`: (B, slices, n_keep) patch indices to keep in each temporal slice.
         """
-        x = self.embed(video)
-        b, s, _p, w = x.shape
-        if keep is not None:
-            if keep.shape[:2] != (b, s):
-                raise ValueError(f"keep indices {tuple(keep.shape)} do not match "
-                                 f"(batch {b}, slices {s})")
-            x = torch.gather(x, 2, keep[..., None].expand(-1, -1, -1, w))
+        if keep is not None and self.drop_before_embed:
+            x = self.embed_kept(video, keep)
+        else:
+            x = self.embed(video)
+            if keep is not None:
+                if keep.shape[:2] != x.shape[:2]:
+                    raise ValueError(f"keep indices {tuple(keep.shape)} do not match "
+                                     f"(batch {x.shape[0]}, slices {x.shape[1]})")
+                x = torch.gather(x, 2, keep[..., None].expand(-1, -1, -1, x.shape[-1]))
+        b, w = x.shape[0], x.shape[-1]
         x = x.reshape(b, -1, w)
         cls = (self.cls_token + self.pos_embed_spatial[:, :1]).expand(b, -1, -1)
         x = torch.cat([cls, x], dim=1)
