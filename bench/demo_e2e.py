@@ -91,7 +91,7 @@ def main() -> None:
     for i, (name, start) in enumerate(starts):
         end = starts[i + 1][1] if i + 1 < len(starts) else total
         stages[name] = {"s": round(end - start, 1), "share": round((end - start) / total, 3)}
-    result = {"commit": _git("rev-parse", "HEAD"), "cores": os.cpu_count(),
+    result = {"commit": _git("rev-parse", "HEAD", cwd=work), "cores": os.cpu_count(),
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - total)),
               "total_s": round(total, 1), "before_first_stage_s": round(starts[0][1], 1)
               if starts else None, "stages": stages, "headline": _headline(work)}

@@ -261,13 +261,11 @@ def run_one(profile: str, config: dict[str, Any], b: int, steps: int,
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or 'CPU'} ({os.cpu_count()} cores)"
+    info = Path("/proc/cpuinfo")  # Linux; elsewhere the platform's own name
+    lines = info.read_text().splitlines() if info.exists() else []
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                platform.processor() or "CPU")
+    return f"{name} ({os.cpu_count()} cores)"
 
 
 # ------------------------------------------------------------------ the comparison

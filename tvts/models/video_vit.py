@@ -132,9 +132,7 @@ class VideoViT(nn.Module):
         b, c, t, h, w = video.shape
         ct, p = self.cfg.tubelet, self.cfg.patch_size
         s, hp, wp = t // ct, h // p, w // p
-        if keep.shape[:2] != (b, s):
-            raise ValueError(f"keep indices {tuple(keep.shape)} do not match "
-                             f"(batch {b}, slices {s})")
+        _check_keep(keep, b, s)
         # (B, C, S, ct, hp, p, wp, p) -> (B, S, hp*wp, C*ct*p*p): the conv weight's order
         cubes = video[..., : hp * p, : wp * p].reshape(b, c, s, ct, hp, p, wp, p)
         cubes = cubes.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, s, hp * wp, -1)
@@ -155,9 +153,7 @@ class VideoViT(nn.Module):
         else:
             x = self.embed(video)
             if keep is not None:
-                if keep.shape[:2] != x.shape[:2]:
-                    raise ValueError(f"keep indices {tuple(keep.shape)} do not match "
-                                     f"(batch {x.shape[0]}, slices {x.shape[1]})")
+                _check_keep(keep, x.shape[0], x.shape[1])
                 x = torch.gather(x, 2, keep[..., None].expand(-1, -1, -1, x.shape[-1]))
         b, w = x.shape[0], x.shape[-1]
         x = x.reshape(b, -1, w)
@@ -196,6 +192,12 @@ class VideoViT(nn.Module):
         model = cls(VideoViTConfig(**json.loads(cfg_path.read_text())), **kwargs)
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         return model
+
+
+def _check_keep(keep: torch.Tensor, batch: int, slices: int) -> None:
+    if keep.shape[:2] != (batch, slices):
+        raise ValueError(f"keep indices {tuple(keep.shape)} do not match "
+                         f"(batch {batch}, slices {slices})")
 
 
 def num_tokens(cfg: VideoViTConfig, num_frames: int, mask_ratio: float) -> int:
