@@ -36,7 +36,7 @@ from tvts.config import ParamsError, resolve
 ROOT = Path(__file__).resolve().parents[1]  # the project root this flow is served from
 USER_ERROR_EXIT = 2  # `python -m tvts` exits 2 on a user error (bad params, a bad file)
 # stages whose per-video work splits by shard (`tvts stage <name> --shards i/n`)
-FANOUT_STAGES = ("asr", "dedup", "evaluate")
+FANOUT_STAGES = ("asr", "dedup", "pack", "evaluate")
 REPORTS = {"every report of the run, with the headline metrics": "reports/index.html",
            "ASR validation (Data Docs)": "reports/asr_validation/index.html",
            "leakage review": "reports/leakage/index.html",

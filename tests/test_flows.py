@@ -24,7 +24,7 @@ from tvts.config import ParamsError
 from .conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
-STAGES = ["sources", "corpus", "asr", "validate", "downstream", "dedup", "pretrain",
+STAGES = ["sources", "corpus", "asr", "validate", "downstream", "dedup", "pack", "pretrain",
           "post_pretrain", "evaluate", "reports"]
 ALWAYS_RUN = {"sources", "reports"}  # dvc.yaml: always_changed
 

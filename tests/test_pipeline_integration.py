@@ -73,6 +73,13 @@ def test_dvc_repro_runs_the_pipeline(repo):
     kept = read_table(repo / "data/dedup/videos.parquet", "videos")
     assert kept.height == validate["videos_passed"] - dedup["excluded_videos"] > 0
     assert (repo / "reports/leakage/index.html").exists()
+    # pretraining reads the frames the pack stage decoded once into JPEG shards
+    pack = stage_record(repo / "metrics/pack.json")
+    assert pack["enabled"] and pack["videos_packed"] == kept.height
+    assert pack["videos_quarantined"] == 0 and pack["frames"] > 0
+    index = read_table(repo / "data/pack/index.parquet", "pack_index")
+    assert set(index["video_id"]) == set(kept["video_id"])
+    assert all((repo / "data/pack/shards" / s).stat().st_size > 0 for s in set(index["shard"]))
     pre = stage_record(repo / "metrics/pretrain.json")
     assert pre["steps"] > 0 and "val_sort_acc" in pre
     assert (repo / "models/pretrain/encoder/model.safetensors").exists()
@@ -116,8 +123,8 @@ def test_metrics_show_is_readable(repo):
     assert columns[0] == "Path" and len(columns) <= 25, columns
     rows = {line.split()[0] for line in shown.splitlines()[1:] if line.strip()}
     assert rows == {f"metrics/{s}.json" for s in ("corpus", "asr", "validate", "downstream",
-                                                  "dedup", "pretrain", "post_pretrain",
-                                                  "eval")}, rows
+                                                  "dedup", "pack", "pretrain",
+                                                  "post_pretrain", "eval")}, rows
     # the funnel a user reads across stages shares its column names
     assert {"videos", "quarantined", "val_sort_acc", "ssv2.linear_top1.pretrain"} <= \
         set(columns)

@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from tvts.config import resolve
 from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
+from tvts.stages import pack as pack_stage
 from tvts.stages import post_pretrain as post_stage
 from tvts.stages import pretrain as pretrain_stage
 from tvts.tables import frame, read_table, write_table
@@ -44,6 +45,8 @@ def corpus(tmp_path_factory):
     write_table(frame(rows, "words"), root / "words.parquet", "words")
     write_table(videos.with_columns(pl.lit("train").alias("split")), root / "videos.parquet",
                 "videos")
+    # the micro profile trains from packed frames, as the pipeline does
+    pack_stage.run(params, root / "videos.parquet", root / "pack", root / "pack.json")
     return root
 
 
@@ -59,7 +62,8 @@ def _params(**pretrain):
 
 def _pretrain(root: Path, out: str, params, max_steps=None) -> str:
     return pretrain_stage.run(params, root / "videos.parquet", root / "words.parquet",
-                              root / out, root / f"{out}.json", None, max_steps)
+                              root / out, root / f"{out}.json", None, max_steps,
+                              pack_dir=root / "pack")
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -100,7 +104,8 @@ def _ddp_resume_worker(rank: int, world: int, ports: list[int], root: str) -> No
         # rank 0 has torn it down, and both then wait in the rendezvous forever
         os.environ["MASTER_PORT"] = str(port)
         pretrain_stage.run(params, root_ / "videos.parquet", root_ / "words.parquet",
-                           root_ / out, root_ / f"{out}.json", None, steps)
+                           root_ / out, root_ / f"{out}.json", None, steps,
+                           pack_dir=root_ / "pack")
         # each process's random state after the run, to compare across ranks
         torch.save(torch.get_rng_state(), root_ / f"{out}.rng{rank}")
 
@@ -189,7 +194,7 @@ def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus)
     def run(out: str, max_steps=None) -> str:
         return pretrain_stage.run(params, corpus / "videos.parquet", corpus / "words.parquet",
                                   corpus / out, corpus / f"{out}.json", corpus / f"{out}_live",
-                                  max_steps, corpus / f"{out}_report")
+                                  max_steps, corpus / f"{out}_report", corpus / "pack")
 
     straight = run("whole")
     n = len(_curves(corpus / "whole_live")["plots/metrics/train/loss.tsv"]) // 3
@@ -220,7 +225,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     root_ = Path(root)
     pretrain_stage.run(_params(), root_ / "videos.parquet", root_ / "words.parquet",
                        root_ / "ddp", root_ / "ddp.json", root_ / "ddp_live", 2,
-                       root_ / "ddp_report")
+                       root_ / "ddp_report", root_ / "pack")
 
 
 def _logged(live: Path, name: str) -> list[float]:
@@ -232,7 +237,7 @@ def test_two_process_ddp_matches_single_process(corpus):
     torch.set_num_threads(1)
     pretrain_stage.run(_params(), corpus / "videos.parquet", corpus / "words.parquet",
                        corpus / "single", corpus / "single.json", corpus / "single_live", 2,
-                       corpus / "single_report")
+                       corpus / "single_report", corpus / "pack")
     mp.spawn(_ddp_worker, args=(2, free_port(), str(corpus)), nprocs=2, join=True)
     # the same loss and the same gradient (its norm, before the first update) on the same
     # global batch: the contrastive part would differ by the world size without its scaling

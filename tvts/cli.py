@@ -13,7 +13,7 @@ import yaml
 from tvts.config import ParamsError, load_params, process_count
 from tvts.errors import MissingInput, UserError
 
-STAGES = ("sources", "corpus", "asr", "validate", "downstream", "dedup", "pretrain",
+STAGES = ("sources", "corpus", "asr", "validate", "downstream", "dedup", "pack", "pretrain",
           "post_pretrain", "evaluate", "reports")
 
 
@@ -27,7 +27,7 @@ def _params_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-SHARDED_STAGES = ("asr", "dedup", "evaluate")  # per-video work that splits by shard
+SHARDED_STAGES = ("asr", "dedup", "pack", "evaluate")  # per-video work that splits by shard
 
 
 def parse_part(text: str) -> tuple[int, int]:

@@ -247,3 +247,24 @@ def file_stamp(uri: str) -> str:
     except OSError:
         return "missing"
     return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def read_range(uri: str, offset: int, length: int, s3: S3Config) -> bytes:
+    """`length` bytes of `uri` from `offset`: one local read or one ranged S3 GET. Fewer bytes
+    come back where the file ends early (a truncated file): the caller checks the length."""
+    if length <= 0:
+        return b""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        reply = s3_client(s3).get_object(Bucket=bucket, Key=key,
+                                         Range=f"bytes={offset}-{offset + length - 1}")
+        return reply["Body"].read()
+    with open(uri, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def join_uri(root: str | Path, name: str) -> str:
+    """`root/name` for a folder or an s3:// prefix."""
+    root = str(root)
+    return f"{root.rstrip('/')}/{name}" if is_s3(root) else str(Path(root) / name)

@@ -84,6 +84,23 @@ LEAK_TRUTH = pl.Schema(
     }
 )
 
+# One row per packed video (the `pack` stage): its shard and, in the shard, its frame table
+# (time, byte range and CRC of each JPEG). Two levels, so the index stays one row per video
+# at the paper's scale (6M videos, billions of frames).
+PACK_INDEX = pl.Schema(
+    {
+        "video_id": pl.Utf8,
+        "shard": pl.Utf8,  # file name of the shard (a tar) under the shards folder
+        "table_offset": pl.Int64,  # the frame table's first byte in the shard
+        "table_size": pl.Int32,
+        "table_crc32": pl.UInt32,
+        "frames": pl.Int32,
+        "jpeg_bytes": pl.Int64,  # the video's JPEGs together
+        "width": pl.Int32,
+        "height": pl.Int32,
+    }
+)
+
 SCHEMAS: dict[str, pl.Schema] = {
     "videos": VIDEOS,
     "words": WORDS,
@@ -92,6 +109,7 @@ SCHEMAS: dict[str, pl.Schema] = {
     "downstream": DOWNSTREAM,
     "leaks": LEAKS,
     "leak_truth": LEAK_TRUTH,
+    "pack_index": PACK_INDEX,
 }
 
 

@@ -42,7 +42,14 @@ def normalize(video: torch.Tensor) -> torch.Tensor:
 
 
 def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors to `device`; uint8 clips are normalised there."""
+    """Tensors to `device`; uint8 clips are normalised there. Clips that come as JPEG frames
+    (packed shards, `pack.decode: device`) are decoded and cropped there first."""
+    batch = dict(batch)
+    if "video_jpeg" in batch:
+        from tvts.video.packed import decode_clips
+
+        jpegs = torch.split(batch.pop("video_jpeg"), batch.pop("jpeg_sizes").tolist())
+        batch["video"] = decode_clips(jpegs, batch.pop("crop"), device)
     out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
            for k, v in batch.items()}
     if torch.is_tensor(out.get("video")) and out["video"].dtype == torch.uint8:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from tvts.config import Params, S3Config
 from tvts.data.frames import tsn_indices
-from tvts.data.transforms import crop_clip
+from tvts.data.transforms import crop_box, crop_clip
 from tvts.data.windows import (
     NoValidSample,
     Windows,
@@ -28,7 +28,8 @@ from tvts.data.windows import (
 )
 from tvts.models.video_vit import sample_keep
 from tvts.storage import local_file
-from tvts.video.decoders import DecodeError, open_video
+from tvts.video.decoders import DecodeError, VideoReader, open_video
+from tvts.video.packed import PackedIndex
 
 RESAMPLE_LIMIT = 16
 
@@ -120,22 +121,36 @@ def draw_transcripts(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generat
 
 
 def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
-                  path: str | None = None) -> list[dict[str, Any]]:
-    """`samples_per_decode` samples from one decoded span (same transcripts)."""
+                  path: str | None = None, reader: VideoReader | None = None
+                  ) -> list[dict[str, Any]]:
+    """`samples_per_decode` samples from one decoded span (same transcripts). The frames come
+    from `reader` (e.g. packed shards) or from decoding `path` (default: the entry's URI).
+    A reader with `encoded` set gives JPEG bytes, to be decoded on the training device: the
+    sample then holds `video_jpeg` (T byte tensors) and `crop` (top, left, size) instead of
+    `video`, drawn with the same random numbers."""
     windows, texts, order = _draw(entry, spec, rng)
-    reader = open_video(path or entry.uri, spec.decoder, spec.resize_short, entry.size)
+    if reader is None:
+        reader = open_video(path or entry.uri, spec.decoder, spec.resize_short, entry.size)
     t0, t1 = windows.span
     index_sets = [tsn_indices(reader.frame_times, t0, t1, spec.num_frames, spec.train, rng)
                   for _ in range(spec.samples_per_decode)]
     union = np.unique(np.concatenate(index_sets))
-    decoded = reader.get_frames(union)
+    encoded = getattr(reader, "encoded", False)
+    decoded = reader.get_encoded(union) if encoded else reader.get_frames(union)
     where = {int(f): i for i, f in enumerate(union)}
     samples = []
     for indices in index_sets:
-        frames = decoded[[where[int(i)] for i in indices]]
+        picked = [where[int(i)] for i in indices]
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        if encoded:
+            top, left = crop_box(reader.height, reader.width, spec.frame_size, spec.train, rng)
+            video = {"video_jpeg": [torch.frombuffer(bytearray(decoded[i]), dtype=torch.uint8)
+                                    for i in picked],
+                     "crop": torch.tensor([top, left, spec.frame_size])}
+        else:
+            video = {"video": crop_clip(decoded[picked], spec.frame_size, spec.train, rng)}
         samples.append({
-            "video": crop_clip(frames, spec.frame_size, spec.train, rng),
+            **video,
             "keep": sample_keep(spec.slices, spec.patches, spec.mask_ratio, gen),
             "text": texts,
             "order": torch.from_numpy(order),
@@ -147,13 +162,17 @@ def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
 
 class TVTSDataset(Dataset):
     def __init__(self, entries: list[VideoEntry], spec: SampleSpec, seed: int = 0,
-                 s3: S3Config | None = None, cache_dir: str = ".cache/tvts", repeats: int = 1):
-        """`repeats`: each video appears this many times per epoch, with other windows."""
+                 s3: S3Config | None = None, cache_dir: str = ".cache/tvts", repeats: int = 1,
+                 packed: PackedIndex | None = None, device_decode: bool = False):
+        """`repeats`: each video appears this many times per epoch, with other windows.
+        `packed`: read the frames from pack shards instead of decoding the videos;
+        `device_decode`: leave their JPEGs for the training device to decode."""
         if not entries:
             raise ValueError("no videos with words to sample from")
         self.entries, self.spec, self.seed = entries, spec, seed
         self.s3, self.cache_dir = s3 or S3Config(), cache_dir
         self.repeats = repeats
+        self.packed, self.device_decode = packed, device_decode
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -162,6 +181,13 @@ class TVTSDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries) * self.repeats
 
+    def _samples(self, entry: VideoEntry, rng: np.random.Generator) -> list[dict[str, Any]]:
+        if self.packed is not None:
+            return build_samples(entry, self.spec, rng, reader=self.packed.reader(
+                entry.video_id, self.device_decode))
+        path = str(local_file(entry.uri, self.s3, self.cache_dir))
+        return build_samples(entry, self.spec, rng, path)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         skipped: list[tuple[str, str]] = []
@@ -169,9 +195,7 @@ class TVTSDataset(Dataset):
         for _ in range(RESAMPLE_LIMIT):
             entry = self.entries[index]
             try:
-                path = str(local_file(entry.uri, self.s3, self.cache_dir))
-                return {"samples": build_samples(entry, self.spec, rng, path),
-                        "skipped": skipped}
+                return {"samples": self._samples(entry, rng), "skipped": skipped}
             except (DecodeError, NoValidSample, OSError) as e:
                 skipped.append((entry.video_id, f"{type(e).__name__}: {e}"))
                 index = int(rng.integers(len(self.entries)))
@@ -199,8 +223,17 @@ class TVTSCollate:
         enc = self._tokenizer([t for s in samples for t in s["text"]], padding=True,
                               truncation=True, max_length=self.max_tokens, return_tensors="pt")
         b = len(samples)
+        if "video_jpeg" in samples[0]:  # decoded on the training device (`batch_to`)
+            # one byte tensor and the sizes, not B x T small ones: pinning memory and moving
+            # batches between processes then cost one tensor each
+            jpegs = [j for s in samples for j in s["video_jpeg"]]
+            video = {"video_jpeg": torch.cat(jpegs),
+                     "jpeg_sizes": torch.tensor([len(j) for j in jpegs]),
+                     "crop": torch.stack([s["crop"] for s in samples])}
+        else:
+            video = {"video": torch.stack([s["video"] for s in samples])}
         return {
-            "video": torch.stack([s["video"] for s in samples]),
+            **video,
             "keep": torch.stack([s["keep"] for s in samples]),
             "input_ids": enc["input_ids"].reshape(b, k, -1),
             "attention_mask": enc["attention_mask"].reshape(b, k, -1),

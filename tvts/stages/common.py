@@ -11,6 +11,8 @@ from tqdm import tqdm
 
 from tvts.config import Params
 from tvts.storage import atomic_write_text
+from tvts.tables import read_table
+from tvts.video.packed import PackedIndex
 
 
 def record_params(params: Params, out_dir: str | Path) -> None:
@@ -42,3 +44,28 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def progress_bar(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, leave=False)
+
+
+PACK_DIR = Path("data/pack")
+
+
+def packed_frames(params: Params, device_type: str, pack_dir: Path = PACK_DIR
+                  ) -> tuple[PackedIndex | None, bool]:
+    """The pack stage's frames for the loaders (None when `pack.enabled` is off), and whether
+    their JPEGs are decoded on the training device (`pack.decode`; auto: on a GPU)."""
+    if not params.pack.enabled:
+        return None, False
+    index = read_table(pack_dir / "index.parquet", "pack_index")
+    shards = params.pack.shards_uri or str(pack_dir / "shards")
+    mode = params.pack.decode
+    on_device = mode == "device" or (mode == "auto" and device_type == "cuda")
+    return PackedIndex(index, shards, params.corpus.s3), on_device
+
+
+def not_packed(entries: list[Any], packed: PackedIndex | None) -> list[tuple[str, str]]:
+    """(video_id, reason) of the entries the pack stage left out."""
+    if packed is None:
+        return []
+    return [(e.video_id, "not packed: the pack stage quarantined it "
+                         "(data/pack/quarantine.parquet)") for e in entries
+            if e.video_id not in packed]

@@ -34,9 +34,18 @@ from tvts.eval.text_sorter import TextSortSettings, train_text_only_sorter
 from tvts.models.text_encoder import load_tokenizer
 from tvts.models.tvts_model import TVTSModel
 from tvts.reports.plots import confusion_spec, write_png
-from tvts.stages.common import progress_bar, record_params, write_json, write_metrics
+from tvts.stages.common import (
+    PACK_DIR,
+    not_packed,
+    packed_frames,
+    progress_bar,
+    record_params,
+    write_json,
+    write_metrics,
+)
 from tvts.storage import atomic_write_text, file_stamp
 from tvts.tables import frame, read_table, write_table
+from tvts.video.packed import PackedIndex
 
 DOWNSTREAM = Path("data/downstream")
 MODELS = {"pretrain": Path("models/pretrain"), "post_pretrain": Path("models/post_pretrain")}
@@ -77,22 +86,26 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in d.items()}
 
 
-def _corpus_split(params: Params, videos_path: Path, words_path: Path
-                  ) -> tuple[list[VideoEntry], list[VideoEntry]]:
+def _corpus_split(params: Params, videos_path: Path, words_path: Path,
+                  packed: PackedIndex | None) -> tuple[list[VideoEntry], list[VideoEntry]]:
     """The pretrain stage's training and held-out videos."""
     videos = read_table(videos_path, "videos")
     spec = SampleSpec.from_params(params, False, 0.0)
     usable, _ = split_feasible(load_entries(videos, read_table(words_path, "words")), spec)
-    return split_entries(usable, videos)
+    left_out = dict(not_packed(usable, packed))
+    return split_entries([e for e in usable if e.video_id not in left_out], videos)
 
 
-def _sort_loader(params: Params, val: list[VideoEntry]) -> DataLoader | None:
-    """The pretrain stage's held-out samples (same videos, seed and spec as its validation)."""
+def _sort_loader(params: Params, val: list[VideoEntry], packed: PackedIndex | None,
+                 on_device: bool) -> DataLoader | None:
+    """The pretrain stage's held-out samples (same videos, seed, spec and frames as its
+    validation)."""
     spec = SampleSpec.from_params(params, False, 0.0)
     if not val:
         return None
     data = TVTSDataset(val, spec, params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
-                       repeats=params.evaluate.sort.clips_per_video)
+                       repeats=params.evaluate.sort.clips_per_video, packed=packed,
+                       device_decode=on_device)
     return DataLoader(data, batch_size=params.evaluate.batch_size,
                       num_workers=params.evaluate.loader_workers,
                       collate_fn=TVTSCollate(params.model.text.name,
@@ -126,7 +139,7 @@ def _text_only_control(params: Params, model: TVTSModel, train: list[VideoEntry]
 def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Path] = MODELS,
         videos_path: Path = VIDEOS, words_path: Path = WORDS, out_dir: Path = OUT_DIR,
         report_dir: Path = REPORT, metrics_path: Path = METRICS,
-        shards: tuple[int, int] | None = None) -> str:
+        shards: tuple[int, int] | None = None, pack_dir: Path = PACK_DIR) -> str:
     """The whole stage, or with `shards` = (i, n) only the feature shards s with s % n == i
     of every set (one part of a fan-out; the whole stage afterwards reuses them)."""
     t0 = time.perf_counter()
@@ -223,8 +236,9 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                 f"protocols; {time.perf_counter() - t0:.0f} s")
     if cfg.sort.enabled:
         t_s = time.perf_counter()
-        train, val = _corpus_split(params, videos_path, words_path)
-        loader = _sort_loader(params, val)
+        packed, on_device = packed_frames(params, device.type, pack_dir)
+        train, val = _corpus_split(params, videos_path, words_path, packed)
+        loader = _sort_loader(params, val, packed, on_device)
         if loader is not None:
             metrics["transcripts"] = {"sort": {n: _round(m) for n, m in
                                                sort_accuracies(nets, loader, device).items()}}

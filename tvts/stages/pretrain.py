@@ -20,7 +20,13 @@ from tvts.data.tvts_dataset import (
 from tvts.errors import UserError
 from tvts.models.factory import build_tvts, model_signature
 from tvts.reports.plots import pretrain_panels, write_curves
-from tvts.stages.common import record_params, write_metrics
+from tvts.stages.common import (
+    PACK_DIR,
+    not_packed,
+    packed_frames,
+    record_params,
+    write_metrics,
+)
 from tvts.tables import frame, read_table, write_table
 from tvts.train.checkpoint import BEST, load_checkpoint, seed_all
 from tvts.train.distributed import cleanup, setup
@@ -38,7 +44,8 @@ REPORT = Path("reports/pretrain")
 
 def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         out_dir: Path = OUT_DIR, metrics_path: Path = METRICS, live_dir: Path | None = LIVE,
-        max_steps: int | None = None, report_dir: Path = REPORT) -> str:
+        max_steps: int | None = None, report_dir: Path = REPORT, pack_dir: Path = PACK_DIR
+        ) -> str:
     t0 = time.perf_counter()
     cfg = params.pretrain
     params.check_video_init()  # before any data is read
@@ -49,16 +56,22 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         words = read_table(words_path, "words")
         spec = SampleSpec.from_params(params)
         usable, never = split_feasible(load_entries(videos, words), spec)
+        packed, on_device = packed_frames(params, d.device.type, pack_dir)
+        left_out = dict(not_packed(usable, packed))
+        usable = [e for e in usable if e.video_id not in left_out]
+        never += list(left_out.items())
         train_entries, val_entries = split_entries(usable, videos)
         if not train_entries:
             raise UserError(f"{videos_path}: no training video can give a sample "
                             f"({len(never)} cannot hold the transcript windows)")
         train_set = TVTSDataset(train_entries, spec, params.seed, params.corpus.s3,
-                                params.corpus.cache_dir, repeats=cfg.clips_per_video)
+                                params.corpus.cache_dir, repeats=cfg.clips_per_video,
+                                packed=packed, device_decode=on_device)
         val_set = TVTSDataset(val_entries,
                               SampleSpec.from_params(params, False, cfg.val_mask_ratio),
                               params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
-                              repeats=cfg.val_clips_per_video) if val_entries else None
+                              repeats=cfg.val_clips_per_video, packed=packed,
+                              device_decode=on_device) if val_entries else None
         model = build_tvts(params, cfg.grad_checkpointing)
         trainer = Trainer(model, PretrainTask(), cfg, train_set, val_set,
                           TVTSCollate(params.model.text.name, params.data.max_text_tokens),

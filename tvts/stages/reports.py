@@ -23,6 +23,7 @@ STAGES: dict[str, tuple[str, list[Report]]] = {
     "dedup": ("metrics/dedup.json", [
         Report("leakage review: every flagged pair, its matching frames side by side",
                Path("reports/leakage/index.html"))]),
+    "pack": ("metrics/pack.json", []),
     "pretrain": ("metrics/pretrain.json", [
         Report("pretraining curves", Path("reports/pretrain/curves.png"), image=True)]),
     "post_pretrain": ("metrics/post_pretrain.json", [

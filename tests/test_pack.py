@@ -1,0 +1,307 @@
+"""Packed frame shards: the pack stage's layout, determinism, resume and quarantine, and the
+packed loader's samples against the on-the-fly path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tvts.config import S3Config, resolve
+from tvts.data.transforms import batch_to, crop_clip
+from tvts.data.tvts_dataset import (
+    SampleSpec,
+    TVTSCollate,
+    TVTSDataset,
+    VideoEntry,
+    build_samples,
+)
+from tvts.pack.corpus_run import pack_corpus, plan, settings_for, to_tables
+from tvts.pack.shards import packed_indices
+from tvts.tables import frame, read_table
+from tvts.video.packed import PackedIndex, decode_clips, decode_table, jpeg_batch_decoder
+
+# Lowest PSNR of a packed clip against the same clip decoded on the fly, at the default JPEG
+# settings (quality 90, 4:4:4), on the micro corpus' 36-px rendered scenes: frames measured
+# >= 36.2 dB (4:2:0 gives 31 dB on these; >= 43.7 dB on the demo's scenes at 268 px).
+PSNR_BOUND_DB = 35.0
+
+
+def _corpus(demo) -> tuple[pl.DataFrame, list[VideoEntry]]:
+    rows, entries = [], []
+    for side_path in sorted(demo.pretrain_dir.glob("*.json")):
+        side = json.loads(side_path.read_text())
+        words = [(w["start_s"], w["word"]) for s in side["segments"] if s["kind"] == "event"
+                 for w in s["speech"]["words"]]
+        uri = str(side_path.with_suffix(".mp4"))
+        rows.append({"video_id": side_path.stem, "uri": uri, "duration_s": side["duration_s"],
+                     "fps": float(side["fps"]), "width": side["width"], "height": side["height"],
+                     "has_audio": True, "source": "demo", "split": "train"})
+        entries.append(VideoEntry(side_path.stem, uri, side["duration_s"],
+                                  np.array([t for t, _ in words]), [w for _, w in words],
+                                  (side["width"], side["height"])))
+    return frame(rows, "videos"), entries
+
+
+def _pack(params, videos: pl.DataFrame, out: Path, workers: int = 1, part=None):
+    settings = settings_for(params.pack, params.data.resize_short, params.data.decoder)
+    jobs = plan(videos, params.pack, settings, out, S3Config(), str(out / "cache"), part)
+    result = pack_corpus(jobs, workers)
+    index, quarantine, metrics = to_tables(result, workers)
+    return index, quarantine, metrics
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.glob("shard-*.tar"))}
+
+
+@pytest.fixture(scope="module")
+def corpus(micro_demo):
+    return _corpus(micro_demo)
+
+
+@pytest.fixture(scope="module")
+def params():
+    # the source's frame rate (8 fps): every frame packed, so TSN picks the same ones
+    return resolve({"profile": "micro", "pack": {"fps": 8.0}})
+
+
+@pytest.fixture(scope="module")
+def packed(corpus, params, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pack") / "shards"
+    index, quarantine, metrics = _pack(params, corpus[0], out)
+    return out, index, quarantine, metrics
+
+
+def test_packed_indices_keep_the_frame_shown_at_each_tick():
+    times = np.arange(100) / 10.0  # 10 s at 10 fps
+    assert packed_indices(times, 4.0).tolist() == [int(k * 2.5) for k in range(40)]
+    assert packed_indices(times, 10.0).tolist() == list(range(100))  # not shifted by rounding
+    assert packed_indices(times, 25.0).tolist() == list(range(100))  # each frame once
+    vfr = np.array([0.0, 0.1, 0.15, 0.9, 1.0, 1.9])  # ends at 2.0 (median frame: 0.1 s)
+    assert packed_indices(vfr, 2.0).tolist() == [0, 2, 4]  # shown at 0, 0.5, 1.0 and 1.5
+
+
+def test_shards_are_plain_tars_and_the_index_points_into_them(packed, corpus):
+    out, index, quarantine, metrics = packed
+    assert quarantine.height == 0 and index.height == corpus[0].height
+    assert metrics["videos_packed"] == index.height and metrics["frames"] == \
+        int(index["frames"].sum())
+    for row in index.iter_rows(named=True):
+        with tarfile.open(out / row["shard"]) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            table_member = members[f"{row['video_id']}/frames.npy"]
+            assert table_member.offset_data == row["table_offset"]
+            table = decode_table(tar.extractfile(table_member).read())
+            assert len(table) == row["frames"] == 160  # 20 s at 8 fps: every frame
+            for rec in table[:5]:
+                m = members[f"{row['video_id']}/{int(rec['frame']):07d}.jpg"]
+                assert (m.offset_data, m.size) == (int(rec["offset"]), int(rec["size"]))
+                assert tar.extractfile(m).read()[:2] == b"\xff\xd8"  # a JPEG
+
+
+def test_packed_sample_is_the_on_the_fly_sample_up_to_jpeg_error(packed, corpus, params):
+    out, index, _, _ = packed
+    _, entries = corpus
+    spec = SampleSpec.from_params(params)
+    pi = PackedIndex(index, str(out))
+    worst = np.inf
+    for entry in entries:
+        for seed in range(3):
+            live = build_samples(entry, spec, np.random.default_rng(seed))[0]
+            pk = build_samples(entry, spec, np.random.default_rng(seed),
+                               reader=pi.reader(entry.video_id))[0]
+            assert pk["text"] == live["text"]
+            assert torch.equal(pk["order"], live["order"])
+            assert torch.equal(pk["keep"], live["keep"])
+            assert torch.equal(pk["frame_indices"], live["frame_indices"])
+            assert pk["video"].shape == live["video"].shape
+            worst = min(worst, _psnr(pk["video"], live["video"]))
+    assert PSNR_BOUND_DB <= worst < np.inf  # lossy, within the bound
+
+
+def test_device_decoding_gives_the_loader_decoded_batch(packed, corpus, params):
+    out, index, _, _ = packed
+    _, entries = corpus
+    pi = PackedIndex(index, str(out))
+    spec = replace(SampleSpec.from_params(params), samples_per_decode=2)
+    collate = TVTSCollate(params.model.text.name, params.data.max_text_tokens)
+    in_loader = TVTSDataset(entries, spec, seed=3, packed=pi)
+    on_device = TVTSDataset(entries, spec, seed=3, packed=pi, device_decode=True)
+    a = collate([in_loader[i] for i in range(3)])
+    b = collate([on_device[i] for i in range(3)])
+    assert "video" not in b and len(b["jpeg_sizes"]) == 6 * spec.num_frames
+    assert b["video_jpeg"].shape == (int(b["jpeg_sizes"].sum()),)  # one tensor to pin
+    assert b["crop"].shape == (6, 3)
+    cpu = torch.device("cpu")
+    a_dev, b_dev = batch_to(a, cpu), batch_to(b, cpu)
+    assert torch.equal(a_dev["video"], b_dev["video"])  # both libjpeg-turbo
+    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["keep"], b["keep"])
+
+
+def test_decode_clips_crops_each_clip_where_asked():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(4)]
+    jpegs = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, "JPEG", quality=95)
+        jpegs.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    crops = torch.tensor([[0, 0, 32], [8, 18, 32]])
+    clips = decode_clips(jpegs, crops, torch.device("cpu"))
+    assert clips.shape == (2, 3, 2, 32, 32) and clips.dtype == torch.uint8
+    from tvts.video.packed import decode_jpeg_rgb
+
+    second = np.stack([decode_jpeg_rgb(bytes(j.numpy())) for j in jpegs[2:]])
+    assert torch.equal(clips[1], crop_clip(second[:, 8:40, 18:50], 32, train=False))
+    with pytest.raises(ValueError, match="do not split"):
+        decode_clips(jpegs[:3], crops, torch.device("cpu"))
+    # the fallback decoder (torchvision's) gives the same pixels as TorchCodec's, when loaded
+    from torchvision.io import decode_jpeg
+
+    assert all(torch.equal(a, b) for a, b in zip(
+        jpeg_batch_decoder()(jpegs, mode="RGB"), decode_jpeg(jpegs, mode="RGB"), strict=True))
+
+
+def test_packing_is_deterministic_resumes_and_prunes(corpus, tmp_path):
+    videos, _ = corpus
+    p = resolve({"profile": "micro"})  # 4 fps, 2 shards
+    one, two = tmp_path / "one", tmp_path / "two"
+    _pack(p, videos, one, workers=1)
+    _pack(p, videos, two, workers=2)
+    assert _digest(one) == _digest(two) and len(_digest(one)) == 2
+    stamps = {f.name: f.stat().st_mtime_ns for f in one.iterdir()}
+    _, _, again = _pack(p, videos, one)
+    assert again["shards_resumed"] == 2
+    assert stamps == {f.name: f.stat().st_mtime_ns for f in one.iterdir()}  # nothing rewritten
+    # other settings: every shard is written again; fewer shards: the extra files go
+    _, _, other = _pack(resolve({"profile": "micro", "pack": {"jpeg_quality": 80}}), videos, one)
+    assert other["shards_resumed"] == 0 and _digest(one) != _digest(two)
+    _, _, fewer = _pack(resolve({"profile": "micro", "pack": {"num_shards": 1}}), videos, one)
+    assert fewer["shards"] == 1 and fewer["stale_files_removed"] == 2  # shard-00001 .tar/.json
+    assert sorted(f.name for f in one.iterdir()) == ["shard-00000.json", "shard-00000.tar"]
+
+
+def test_a_shard_cut_short_by_a_kill_is_written_again(corpus, tmp_path):
+    videos, _ = corpus
+    p = resolve({"profile": "micro"})
+    _pack(p, videos, tmp_path)
+    tar = tmp_path / "shard-00000.tar"
+    good = tar.read_bytes()
+    tar.write_bytes(good[:len(good) // 2])  # the manifest no longer matches the file
+    _, _, m = _pack(p, videos, tmp_path)
+    assert m["shards_resumed"] == 1 and tar.read_bytes() == good
+
+
+def test_undecodable_video_is_quarantined_at_pack_time(corpus, tmp_path):
+    videos, _ = corpus
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 2048)
+    row = videos.row(0, named=True) | {"video_id": "broken", "uri": str(bad)}
+    with_bad = pl.concat([videos, frame([row], "videos")])
+    index, quarantine, metrics = _pack(resolve({"profile": "micro"}), with_bad, tmp_path / "s")
+    assert quarantine["video_id"].to_list() == ["broken"]
+    assert quarantine["stage"].to_list() == ["pack"]
+    assert "DecodeError" in quarantine["reason"][0]
+    assert "broken" not in index["video_id"].to_list() and index.height == videos.height
+    assert metrics["videos_quarantined"] == 1
+
+
+def test_truncated_shard_and_corrupt_jpeg_are_skipped_with_a_reason(packed, corpus, params,
+                                                                    tmp_path):
+    out, index, _, _ = packed
+    _, entries = corpus
+    copy = tmp_path / "shards"
+    shutil.copytree(out, copy)
+    rows = {r["video_id"]: r for r in index.iter_rows(named=True)}
+    # a JPEG of the first video with a flipped byte
+    first = entries[0].video_id
+    table = PackedIndex(index, str(copy)).reader(first)._table
+    data = bytearray((copy / rows[first]["shard"]).read_bytes())
+    data[int(table["offset"][40]) + 200] ^= 0xFF
+    (copy / rows[first]["shard"]).write_bytes(bytes(data))
+    # the shard of another video cut before that video's frame table
+    other = next(e.video_id for e in entries if rows[e.video_id]["shard"] !=
+                 rows[first]["shard"])
+    shard = copy / rows[other]["shard"]
+    shard.write_bytes(shard.read_bytes()[:rows[other]["table_offset"] - 1000])
+    pi = PackedIndex(index, str(copy))
+    spec = SampleSpec.from_params(params)
+    with pytest.raises(Exception, match="shard truncated"):
+        pi.reader(other)
+    reader = pi.reader(first)
+    with pytest.raises(Exception, match="CRC mismatch"):
+        reader.get_frames(np.arange(35, 45))
+    good = [e for e in entries if rows[e.video_id]["shard"] != rows[other]["shard"]
+            and e.video_id != first]
+    bad_other = next(e for e in entries if e.video_id == other)
+    ds = TVTSDataset([bad_other, *good], spec, seed=0, packed=pi)
+    item = ds[0]
+    assert item["skipped"][0][0] == other and "shard truncated" in item["skipped"][0][1]
+    assert item["samples"][0]["video_id"] != other  # the loader went on
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0, collate_fn=TVTSCollate(
+        params.model.text.name, params.data.max_text_tokens))
+    assert sum(len(b["video_ids"]) for b in loader) == len(ds)
+
+
+def test_shards_read_from_s3(packed, corpus, params, s3_endpoint, aws_env):
+    import boto3
+
+    out, index, _, _ = packed
+    _, entries = corpus
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="packs")
+    for f in out.glob("shard-*.tar"):
+        s3.upload_file(str(f), "packs", f"demo/shards/{f.name}")
+    remote = PackedIndex(index, "s3://packs/demo/shards", S3Config(endpoint_url=s3_endpoint))
+    local = PackedIndex(index, str(out))
+    spec = SampleSpec.from_params(params)
+    for e in entries[:2]:
+        a = build_samples(e, spec, np.random.default_rng(1), reader=remote.reader(e.video_id))
+        b = build_samples(e, spec, np.random.default_rng(1), reader=local.reader(e.video_id))
+        assert torch.equal(a[0]["video"], b[0]["video"])
+    s3.delete_object(Bucket="packs", Key=f"demo/shards/{index['shard'][0]}")
+    with pytest.raises(Exception, match="cannot read the frame table"):
+        remote.reader(index["video_id"][0])
+
+
+def test_pack_stage_disabled_and_enabled(corpus, tmp_path):
+    from tvts.stages import pack as pack_stage
+    from tvts.tables import write_table
+
+    videos, _ = corpus
+    write_table(videos, tmp_path / "videos.parquet", "videos")
+    off = resolve({"profile": "micro", "pack": {"enabled": False}})
+    msg = pack_stage.run(off, tmp_path / "videos.parquet", tmp_path / "pack",
+                         tmp_path / "m" / "pack.json")
+    assert "disabled" in msg and read_table(tmp_path / "pack/index.parquet",
+                                            "pack_index").height == 0
+    on = resolve({"profile": "micro"})
+    # a part of a fan-out writes its shards only; the whole stage then merges them
+    part = pack_stage.run(on, tmp_path / "videos.parquet", tmp_path / "pack",
+                          tmp_path / "m" / "pack.json", shards=(0, 2))
+    assert "shards 0/2" in part and (tmp_path / "pack/shards/shard-00000.tar").exists()
+    assert not (tmp_path / "pack/shards/shard-00001.tar").exists()
+    msg = pack_stage.run(on, tmp_path / "videos.parquet", tmp_path / "pack",
+                         tmp_path / "m" / "pack.json")
+    record = json.loads((tmp_path / "m/details/pack.json").read_text())
+    assert record["videos_packed"] == videos.height and record["shards_resumed"] == 1
+    assert record["gb_per_video_hour"] > 0 and "1 already done" in msg
