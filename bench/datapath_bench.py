@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from loader_bench import entries_from_demo
 from torch.utils.data import DataLoader
+from train_step import _cpu_name
 
 from tvts.config import S3Config, resolve
 from tvts.corpus.demo.generate import generate_demo
@@ -125,8 +124,7 @@ def main() -> None:
     demo, paper = resolve({}), resolve({"profile": "paper"})
     cuda = torch.cuda.is_available()
     tmp = Path(tempfile.mkdtemp(prefix="tvts-datapath-"))
-    results: dict = {"machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or
-                                 platform.machine(),
+    results: dict = {"machine": {"cpu": _cpu_name(),
                                  "gpu": torch.cuda.get_device_name() if cuda else None},
                      "measure": "one process, one thread: clips/s per CPU core"}
     try:
@@ -183,6 +181,8 @@ def main() -> None:
                                                                    args.min_seconds)
         paths["packed_loader_decode"] = pipeline_rate(
             TVTSDataset(entries, spec, seed=0, packed=packed), collate, args.min_seconds)
+        # the loader side of `pack.decode: device` (bytes read and checked), and apart what
+        # `batch_to` then does on the device (decode, crop, normalise): here on the CPU
         paths["packed_device_decode_cpu"] = pipeline_rate(
             TVTSDataset(entries, spec, seed=0, packed=packed, device_decode=True), collate,
             args.min_seconds, torch.device("cpu"))

@@ -2,7 +2,8 @@
 precisions: what the loader workers' competition for the cores costs.
 
 Runs the real stage (`tvts.stages.pretrain.run`, the workspace's params.yaml and its
-`data/dedup/videos.parquet` + `data/asr/words.parquet`, so `dvc repro dedup` first) for
+`data/dedup/videos.parquet` + `data/asr/words.parquet` + `data/pack`, so `dvc repro pack`
+first) for
 `--steps` optimiser steps in a fresh process per variant, into a scratch folder. A variant
 sets torch's intra-op threads before the stage starts; the trainer's own budget (cores less
 loader workers) only lowers them, so `threads: 2` with `budget: off` is the old behaviour.
@@ -23,17 +24,21 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# `pack`: frames from the pack stage's JPEG shards (data/pack, `dvc repro pack` first) or
+# decoded from the videos per clip
 VARIANTS: list[dict[str, Any]] = [
     {"name": "2 threads beside 2 workers, fp32 (before)", "threads": 2, "budget": False,
-     "precision": "fp32"},
+     "precision": "fp32", "pack": False},
     {"name": "2 threads beside 2 workers, bf16", "threads": 2, "budget": False,
-     "precision": "bf16"},
+     "precision": "bf16", "pack": False},
     {"name": "budget: 1 thread beside 2 workers, fp32", "threads": 2, "budget": True,
-     "precision": "fp32"},
-    {"name": "budget: 1 thread beside 2 workers, bf16 (now, on this CPU)", "threads": 2,
-     "budget": True, "precision": "bf16"},
+     "precision": "fp32", "pack": False},
+    {"name": "budget: 1 thread beside 2 workers, bf16", "threads": 2,
+     "budget": True, "precision": "bf16", "pack": False},
     {"name": "2 threads, no workers, bf16", "threads": 2, "budget": True, "precision": "bf16",
-     "loader_workers": 0},
+     "loader_workers": 0, "pack": False},
+    {"name": "budget: 1 thread beside 2 workers, bf16, packed frames (now, on this CPU)",
+     "threads": 2, "budget": True, "precision": "bf16", "pack": True},
 ]
 
 
@@ -52,6 +57,7 @@ def child(variant: dict[str, Any], steps: int, out: str) -> dict[str, Any]:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     section = raw.setdefault("pretrain", {})
     section["precision"] = variant["precision"]
+    raw.setdefault("pack", {})["enabled"] = variant["pack"]
     if "loader_workers" in variant:
         section["loader_workers"] = variant["loader_workers"]
     params = resolve(raw)
@@ -81,7 +87,7 @@ def main() -> None:
         print(json.dumps(child(job["variant"], job["steps"], job["out"])), flush=True)
         return
     if not (REPO / "data" / "dedup" / "videos.parquet").exists():
-        raise SystemExit("no demo data: run `dvc repro dedup` first")
+        raise SystemExit("no demo data: run `dvc repro pack` first")
     rows = []
     for variant in VARIANTS:
         with tempfile.TemporaryDirectory() as tmp:

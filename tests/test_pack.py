@@ -305,3 +305,18 @@ def test_pack_stage_disabled_and_enabled(corpus, tmp_path):
     record = json.loads((tmp_path / "m/details/pack.json").read_text())
     assert record["videos_packed"] == videos.height and record["shards_resumed"] == 1
     assert record["gb_per_video_hour"] > 0 and "1 already done" in msg
+
+
+def test_training_refuses_frames_packed_at_another_size(packed, tmp_path):
+    from tvts.errors import UserError
+    from tvts.stages.common import packed_frames
+    from tvts.tables import write_table
+
+    _, index, _, _ = packed
+    write_table(index, tmp_path / "index.parquet", "pack_index")
+    ok, on_device = packed_frames(resolve({"profile": "micro"}), "cpu", tmp_path)
+    assert len(ok) == index.height and not on_device
+    assert packed_frames(resolve({"profile": "micro"}), "cuda", tmp_path)[1]  # auto: on a GPU
+    bigger = resolve({"profile": "micro", "data": {"resize_short": 40}})
+    with pytest.raises(UserError, match=r"short side .* data.resize_short = 40: pack again"):
+        packed_frames(bigger, "cpu", tmp_path)

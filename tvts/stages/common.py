@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 from tqdm import tqdm
 
 from tvts.config import Params
+from tvts.errors import UserError
 from tvts.storage import atomic_write_text
 from tvts.tables import read_table
 from tvts.video.packed import PackedIndex
@@ -56,6 +58,14 @@ def packed_frames(params: Params, device_type: str, pack_dir: Path = PACK_DIR
     if not params.pack.enabled:
         return None, False
     index = read_table(pack_dir / "index.parquet", "pack_index")
+    short = params.data.resize_short
+    other = index.filter(pl.min_horizontal("width", "height") != short)
+    if other.height:
+        row = other.row(0, named=True)
+        raise UserError(
+            f"{pack_dir}: {other.height} packed videos have frames of another short side "
+            f"(e.g. {row['video_id']}: {row['width']}x{row['height']}) than data.resize_short "
+            f"= {short}: pack again (`dvc repro pack`, or `tvts stage pack`)")
     shards = params.pack.shards_uri or str(pack_dir / "shards")
     mode = params.pack.decode
     on_device = mode == "device" or (mode == "auto" and device_type == "cuda")
