@@ -320,3 +320,28 @@ def test_training_refuses_frames_packed_at_another_size(packed, tmp_path):
     bigger = resolve({"profile": "micro", "data": {"resize_short": 40}})
     with pytest.raises(UserError, match=r"short side .* data.resize_short = 40: pack again"):
         packed_frames(bigger, "cpu", tmp_path)
+
+
+def test_training_decodes_packed_jpegs_on_the_device(micro_demo, tmp_path):
+    """`pack.decode: device` through the trainer: the workers send JPEG bytes, `batch_to`
+    decodes them where the model runs (here the CPU), and the run trains and validates."""
+    from tvts.stages import pack as pack_stage
+    from tvts.stages import pretrain as pretrain_stage
+    from tvts.tables import write_table
+
+    videos, entries = _corpus(micro_demo)
+    words = [{"video_id": e.video_id, "idx": i, "word": w, "start_s": float(t),
+              "end_s": float(t) + 0.3, "confidence": 1.0}
+             for e in entries for i, (t, w) in enumerate(zip(e.times, e.words, strict=True))]
+    write_table(videos, tmp_path / "videos.parquet", "videos")
+    write_table(frame(words, "words"), tmp_path / "words.parquet", "words")
+    params = resolve({"profile": "micro", "pack": {"decode": "device"},
+                      "pretrain": {"loader_workers": 1, "epochs": 1}})
+    pack_stage.run(params, tmp_path / "videos.parquet", tmp_path / "pack",
+                   tmp_path / "pack.json")
+    msg = pretrain_stage.run(params, tmp_path / "videos.parquet", tmp_path / "words.parquet",
+                             tmp_path / "out", tmp_path / "pretrain.json", None, None,
+                             tmp_path / "report", tmp_path / "pack")
+    record = json.loads((tmp_path / "details" / "pretrain.json").read_text())
+    assert record["steps"] > 0 and record["skipped_videos"] == 0, msg
+    assert 0.0 <= record["val_sort_acc"] <= 1.0

@@ -123,26 +123,24 @@ def manifest_path(out_dir: str | Path, shard: int) -> Path:
 
 
 def write_shard(job: ShardJob) -> dict[str, Any]:
-    """Pack the job's videos into its shard; returns (and writes) the shard's manifest."""
+    """Pack the job's videos into its shard; returns (and writes) the shard's manifest. One
+    video's frames are held in memory at a time, and written once all of them encoded."""
     t0 = time.perf_counter()
     index, quarantine = [], []
-    encoded = []
     video_s = 0.0
-    for v in sorted(job.videos, key=lambda v: v.video_id):
-        try:
-            path = str(local_file(v.uri, job.s3, job.cache_dir))
-            frames, w, h, span = encode_video(path, v, job.settings)
-        except (DecodeError, OSError) as e:
-            quarantine.append({"video_id": v.video_id, "uri": v.uri, "stage": "pack",
-                               "reason": f"{type(e).__name__}: {e}"})
-            continue
-        encoded.append((v, frames, w, h))
-        video_s += span
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shard_path = out / job.name
     with atomic_path(shard_path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for v, frames, w, h in encoded:
+        for v in sorted(job.videos, key=lambda v: v.video_id):
+            try:
+                path = str(local_file(v.uri, job.s3, job.cache_dir))
+                frames, w, h, span = encode_video(path, v, job.settings)
+            except (DecodeError, OSError) as e:
+                quarantine.append({"video_id": v.video_id, "uri": v.uri, "stage": "pack",
+                                   "reason": f"{type(e).__name__}: {e}"})
+                continue
+            video_s += span
             table = np.zeros(len(frames), dtype=FRAME_TABLE)
             for row, (i, t, jpeg) in zip(table, frames, strict=True):
                 row["offset"] = _add(tar, f"{v.video_id}/{i:07d}.jpg", jpeg)

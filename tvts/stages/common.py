@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import yaml
@@ -13,8 +13,10 @@ from tqdm import tqdm
 from tvts.config import Params
 from tvts.errors import UserError
 from tvts.storage import atomic_write_text
+
+if TYPE_CHECKING:  # the stages that never read frames do not import torch through here
+    from tvts.video.packed import PackedIndex
 from tvts.tables import read_table
-from tvts.video.packed import PackedIndex
 
 
 def record_params(params: Params, out_dir: str | Path) -> None:
@@ -55,6 +57,8 @@ def packed_frames(params: Params, device_type: str, pack_dir: Path = PACK_DIR
                   ) -> tuple[PackedIndex | None, bool]:
     """The pack stage's frames for the loaders (None when `pack.enabled` is off), and whether
     their JPEGs are decoded on the training device (`pack.decode`; auto: on a GPU)."""
+    from tvts.video.packed import PackedIndex
+
     if not params.pack.enabled:
         return None, False
     index = read_table(pack_dir / "index.parquet", "pack_index")

@@ -72,23 +72,22 @@ class PackedIndex:
 
     def __init__(self, index: pl.DataFrame, shards_uri: str, s3: S3Config | None = None):
         self.shards_uri, self.s3 = shards_uri, s3 or S3Config()
-        self._videos = {r["video_id"]: PackedVideo(
-            r["video_id"], r["shard"], r["table_offset"], r["table_size"], r["table_crc32"],
-            r["width"], r["height"]) for r in index.iter_rows(named=True)}
+        # the table itself (Arrow columns, cheap to send to loader workers) and row numbers
+        self._index = index.select(list(PackedVideo.__dataclass_fields__))
+        self._row = {v: i for i, v in enumerate(index["video_id"].to_list())}
 
     def __contains__(self, video_id: str) -> bool:
-        return video_id in self._videos
+        return video_id in self._row
 
     def __len__(self) -> int:
-        return len(self._videos)
+        return len(self._row)
 
     def reader(self, video_id: str, encoded: bool = False) -> PackedReader:
-        if video_id not in self._videos:
+        if video_id not in self._row:
             raise DecodeError(f"video {video_id} is not in the packed index (not packed: see "
                               "data/pack/quarantine.parquet)")
-        return PackedReader(self._videos[video_id], join_uri(self.shards_uri,
-                                                            self._videos[video_id].shard),
-                            self.s3, encoded)
+        video = PackedVideo(**self._index.row(self._row[video_id], named=True))
+        return PackedReader(video, join_uri(self.shards_uri, video.shard), self.s3, encoded)
 
 
 class PackedReader:
