@@ -15,7 +15,7 @@ import polars as pl
 
 from tvts.asr.journal import in_part, shard_of
 from tvts.config import PackConfig, S3Config
-from tvts.pack.shards import PackSettings, ShardJob, VideoToPack, manifest_path, write_shard
+from tvts.pack.shards import PackSettings, ShardJob, VideoToPack, write_shard
 from tvts.parallel import process_map
 from tvts.storage import file_stamp
 from tvts.tables import frame
@@ -45,10 +45,9 @@ def plan(videos: pl.DataFrame, cfg: PackConfig, settings: PackSettings, out_dir:
 
 def finished(job: ShardJob) -> dict[str, Any] | None:
     """The manifest of a shard an earlier run finished with the same inputs, if any."""
-    path = manifest_path(job.out_dir, job.shard)
     try:
-        manifest = json.loads(path.read_text())
-        size = (Path(job.out_dir) / job.name).stat().st_size
+        manifest = json.loads(job.manifest.read_text())
+        size = job.path.stat().st_size
     except (OSError, ValueError):
         return None
     if manifest.get("fingerprint") != job.fingerprint or manifest.get("shard_bytes") != size:
@@ -72,21 +71,18 @@ def pack_corpus(jobs: list[ShardJob], workers: int,
     tick = progress or (lambda n: None)
     tick(sum(len(j.videos) for j in jobs if j.shard in done))
     todo = [j for j in jobs if j.shard not in done]
-    for m in process_map(write_shard, todo, workers):
-        done[_shard_number(m["shard"])] = m
+    # results come in job order
+    for job, m in zip(todo, process_map(write_shard, todo, workers), strict=True):
+        done[job.shard] = m
         tick(len(m["index"]) + len(m["quarantine"]))
     removed = []
     if prune and jobs:
-        keep = {j.name for j in jobs} | {manifest_path("", j.shard).name for j in jobs}
-        for p in sorted(Path(jobs[0].out_dir).glob("shard-*")):
-            if p.name not in keep:
+        keep = {p for j in jobs for p in (j.path, j.manifest)}
+        for p in sorted(jobs[0].path.parent.glob("shard-*")):
+            if p not in keep:
                 p.unlink()
                 removed.append(p.name)
     return PackResult([done[j.shard] for j in jobs], len(jobs) - len(todo), removed)
-
-
-def _shard_number(name: str) -> int:
-    return int(name.removeprefix("shard-").split(".")[0])
 
 
 def to_tables(result: PackResult, workers: int

@@ -67,6 +67,15 @@ class ShardJob:
     def name(self) -> str:
         return f"shard-{self.shard:05d}.tar"
 
+    @property
+    def path(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    @property
+    def manifest(self) -> Path:
+        """Written last: a shard is done when its manifest matches its inputs."""
+        return self.path.with_suffix(".json")
+
 
 def video_end(frame_times: np.ndarray) -> float:
     """Where the last frame stops showing: its start plus the typical frame duration."""
@@ -118,19 +127,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> int:
     return tar.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def manifest_path(out_dir: str | Path, shard: int) -> Path:
-    return Path(out_dir) / f"shard-{shard:05d}.json"
-
-
 def write_shard(job: ShardJob) -> dict[str, Any]:
     """Pack the job's videos into its shard; returns (and writes) the shard's manifest. One
     video's frames are held in memory at a time, and written once all of them encoded."""
     t0 = time.perf_counter()
     index, quarantine = [], []
     video_s = 0.0
-    out = Path(job.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shard_path = out / job.name
+    shard_path = job.path
+    shard_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(shard_path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for v in sorted(job.videos, key=lambda v: v.video_id):
             try:
@@ -156,5 +160,5 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
                 "shard_bytes": shard_path.stat().st_size, "index": index,
                 "quarantine": quarantine, "video_s": video_s,
                 "seconds": time.perf_counter() - t0, "settings": asdict(job.settings)}
-    atomic_write_text(manifest_path(out, job.shard), json.dumps(manifest))
+    atomic_write_text(job.manifest, json.dumps(manifest))
     return manifest

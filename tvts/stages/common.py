@@ -13,10 +13,11 @@ from tqdm import tqdm
 from tvts.config import Params
 from tvts.errors import UserError
 from tvts.storage import atomic_write_text
+from tvts.tables import read_table
 
 if TYPE_CHECKING:  # the stages that never read frames do not import torch through here
+    from tvts.data.tvts_dataset import VideoEntry
     from tvts.video.packed import PackedIndex
-from tvts.tables import read_table
 
 
 def record_params(params: Params, out_dir: str | Path) -> None:
@@ -76,10 +77,13 @@ def packed_frames(params: Params, device_type: str, pack_dir: Path = PACK_DIR
     return PackedIndex(index, shards, params.corpus.s3), on_device
 
 
-def not_packed(entries: list[Any], packed: PackedIndex | None) -> list[tuple[str, str]]:
-    """(video_id, reason) of the entries the pack stage left out."""
+def split_packed(entries: list[VideoEntry], packed: PackedIndex | None
+                 ) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
+    """The entries with packed frames (all of them without packing), and (video_id, reason)
+    of those the pack stage left out."""
     if packed is None:
-        return []
-    return [(e.video_id, "not packed: the pack stage quarantined it "
-                         "(data/pack/quarantine.parquet)") for e in entries
-            if e.video_id not in packed]
+        return entries, []
+    left_out = [(e.video_id, "not packed: the pack stage quarantined it "
+                             "(data/pack/quarantine.parquet)") for e in entries
+                if e.video_id not in packed]
+    return [e for e in entries if e.video_id in packed], left_out

@@ -36,10 +36,10 @@ from tvts.models.tvts_model import TVTSModel
 from tvts.reports.plots import confusion_spec, write_png
 from tvts.stages.common import (
     PACK_DIR,
-    not_packed,
     packed_frames,
     progress_bar,
     record_params,
+    split_packed,
     write_json,
     write_metrics,
 )
@@ -92,8 +92,7 @@ def _corpus_split(params: Params, videos_path: Path, words_path: Path,
     videos = read_table(videos_path, "videos")
     spec = SampleSpec.from_params(params, False, 0.0)
     usable, _ = split_feasible(load_entries(videos, read_table(words_path, "words")), spec)
-    left_out = dict(not_packed(usable, packed))
-    return split_entries([e for e in usable if e.video_id not in left_out], videos)
+    return split_entries(split_packed(usable, packed)[0], videos)
 
 
 def _sort_loader(params: Params, val: list[VideoEntry], packed: PackedIndex | None,

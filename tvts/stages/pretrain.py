@@ -22,9 +22,9 @@ from tvts.models.factory import build_tvts, model_signature
 from tvts.reports.plots import pretrain_panels, write_curves
 from tvts.stages.common import (
     PACK_DIR,
-    not_packed,
     packed_frames,
     record_params,
+    split_packed,
     write_metrics,
 )
 from tvts.tables import frame, read_table, write_table
@@ -57,9 +57,8 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         spec = SampleSpec.from_params(params)
         usable, never = split_feasible(load_entries(videos, words), spec)
         packed, on_device = packed_frames(params, d.device.type, pack_dir)
-        left_out = dict(not_packed(usable, packed))
-        usable = [e for e in usable if e.video_id not in left_out]
-        never += list(left_out.items())
+        usable, left_out = split_packed(usable, packed)
+        never += left_out
         train_entries, val_entries = split_entries(usable, videos)
         if not train_entries:
             raise UserError(f"{videos_path}: no training video can give a sample "
