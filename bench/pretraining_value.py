@@ -29,6 +29,14 @@ ROWS = [("ssv2", "linear", "post_pretrain", "top1", "SSV2-format linear probe to
         ("ssv2", "attentive", "post_pretrain", "top1", "SSV2-format attentive probe top-1 (%)"),
         ("ssv2", "v2v", "post_pretrain", "R@1", "SSV2-format video-to-video R@1 (%)"),
         ("msrvtt", "t2v", "post_pretrain", "R@1", "MSR-VTT-format text-to-video R@1 (%)"),
+        ("ssv2", "finetune", "pretrain", "top1", "SSV2-format fine-tuned top-1 (%)"),
+        ("ssv2", "finetune", "pretrain", "top5", "SSV2-format fine-tuned top-5 (%)"),
+        ("msrvtt", "t2v_finetune", "post_pretrain", "R@1",
+         "MSR-VTT-format text-to-video R@1 after fine-tuning (%)"),
+        ("msrvtt", "t2v_finetune", "post_pretrain", "MedR",
+         "MSR-VTT-format text-to-video MedR after fine-tuning"),
+        ("svo_probes", "svo", "post_pretrain", "verb_pair_acc",
+         "SVO-Probes verb pairs, positive above negative"),
         ("transcripts", "sort", "pretrain", "acc_video", "sort accuracy, own video"),
         ("transcripts", "sort", "pretrain", "acc_text_only", "sort accuracy, text only"),
         ("transcripts", "sort", "pretrain", "acc_other_video", "sort accuracy, other video")]
@@ -79,7 +87,8 @@ def main() -> None:
               "b_seconds": round(seconds, 1),
               "note": "(c)/(a): metrics/details/eval.json of `dvc repro`; (b): sort.lambda=0, best "
                       "checkpoint by val/loss; encoders after post_pretrain for the downstream "
-                      "rows, the pretrain export for sorting"}
+                      "rows, the pretrain export for sorting and classification "
+                      "fine-tuning"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print("| metric | (a) random | (b) L_base only | (c) TVTS |\n|---|---|---|---|")

@@ -218,12 +218,30 @@ def test_downstream_sets_in_official_formats(micro_demo, micro_params):
 
     msr = micro_demo.downstream_dir / "msrvtt"
     ann = json.loads((msr / "MSR_VTT.json").read_text())
-    assert len(ann["videos"]) == sizes.msrvtt
+    splits = [v["split"] for v in ann["videos"]]
+    assert (splits.count("test"), splits.count("train")) == (sizes.msrvtt, sizes.msrvtt_train)
     vids = {v["video_id"] for v in ann["videos"]}
     assert {s["video_id"] for s in ann["sentences"]} == vids
     for v in vids:
         assert probe_video(msr / "videos" / "all" / f"{v}.mp4").has_audio
-    assert (msr / "test_list.txt").read_text().split() == sorted(vids, key=lambda s: int(s[5:]))
+    test = {v["video_id"] for v in ann["videos"] if v["split"] == "test"}
+    assert (msr / "test_list.txt").read_text().split() == sorted(test, key=lambda s: int(s[5:]))
+
+    svo = micro_demo.downstream_dir / "svo"
+    with open(svo / "svo_probes.csv", newline="") as f:
+        probes = list(csv.DictReader(f))
+    assert len(probes) == sizes.svo
+    for p in probes:
+        flags = [p[f"{k}_neg"] == "True" for k in ("subj", "verb", "obj")]
+        assert sum(flags) == 1 and p["pos_triplet"] != p["neg_triplet"]
+        subj, verb, obj = p["pos_triplet"].split(",")
+        assert p["sentence"] == f"the {obj} {subj} {verb}"
+        # the negative keeps the two concepts it does not change
+        changed = [a != b for a, b in zip(p["pos_triplet"].split(","),
+                                          p["neg_triplet"].split(","), strict=True)]
+        assert changed == flags
+        for image in (p["pos_image_id"], p["neg_image_id"]):
+            assert (svo / "images" / f"{image}.jpg").exists()
 
     web = micro_demo.downstream_dir / "webvid"
     with open(web / "results_train.csv", newline="") as f:

@@ -92,6 +92,18 @@ def test_dvc_repro_runs_the_pipeline(repo):
                                     ("ssv2", "v2v", "R@1"), ("msrvtt", "t2v", "MedR")]:
         assert set(ev[set_name][protocol]) == encoders, (set_name, protocol)
         assert all(key in m for m in ev[set_name][protocol].values())
+    # the protocols that train: classification and retrieval fine-tuning, each encoder
+    for set_name, protocol, keys in [("ssv2", "finetune", {"top1", "top5", "steps"}),
+                                     ("msrvtt", "t2v_finetune", {"R@1", "MedR", "train_steps"})]:
+        assert set(ev[set_name][protocol]) == encoders, (set_name, protocol)
+        assert all(keys <= set(m) for m in ev[set_name][protocol].values())
+    assert ev["ssv2"]["finetune"]["pretrain"]["steps"] > 0
+    assert ev["msrvtt"]["t2v_finetune"]["pretrain"]["train_pairs"] > 0
+    assert (repo / "data/eval/finetune/ssv2/pretrain/result.npz").exists()
+    assert (repo / "reports/eval/figures/top5-ssv2.png").stat().st_size > 0
+    svo = ev["svo_probes"]["svo"]
+    assert set(svo) == encoders
+    assert {"subj@0.2", "verb@0.25", "obj@0.3", "verb_pair_acc"} <= set(svo["pretrain"])
     sort = ev["transcripts"]["sort"]
     assert set(sort) == encoders
     assert {"acc_video", "acc_text_only", "seq_acc_video", "chance_seq_acc_permutation"} \

@@ -59,8 +59,12 @@ class DemoDownstreamSizes(_Section):
     ssv2_train: PositiveInt = 135
     ssv2_val: PositiveInt = 90
     msrvtt: PositiveInt = 24
+    # MSR-VTT's train split (the 9k list's role): what retrieval fine-tuning trains on
+    msrvtt_train: Annotated[int, Field(ge=0)] = 72
     webvid: PositiveInt = 32
     cc3m: PositiveInt = 64
+    # SVO-Probes items (a third per concept: subject = shape, verb = action, object = colour)
+    svo: Annotated[int, Field(ge=0)] = 90
 
 
 class DemoConfig(_Section):
@@ -216,16 +220,29 @@ class DownstreamSource(_Section):
     split: Literal[1, 2, 3] = 1  # UCF-101 / HMDB-51 official split
 
 
+class SvoSource(_Section):
+    """SVO-Probes as released (github.com/google-deepmind/svo_probes): `svo_probes.csv` under
+    `root`, the images downloaded from its pos_url / neg_url columns as
+    `<images>/<image_id>.<jpg|jpeg|png|webp>` (default `<root>/images`)."""
+
+    root: str
+    images: str | None = None
+
+
 # A set's name becomes a file name (data/downstream/<name>.parquet, feature shards, reports):
 # a plain identifier, not a name the stages use for their own files.
 SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-RESERVED_SET_NAMES = frozenset({"quarantine", "params", "summary", "index", "features"})
+RESERVED_SET_NAMES = frozenset({"quarantine", "params", "summary", "index", "features",
+                                "svo_probes", "finetune"})
 
 
 class DownstreamConfig(_Section):
     # set name -> `demo` (the generator's set of that name), a local directory of clips
     # (label = the sub-folder a clip is in), or {format, root[, videos, split]}.
     sets: dict[str, str | DownstreamSource] = {"ssv2": "demo", "msrvtt": "demo"}
+    # the SVO-Probes test (zero-shot, images): `demo` (the generator's, in the release's
+    # layout), {root[, images]}, or null (not run)
+    svo: Literal["demo"] | SvoSource | None = "demo"
     workers: PositiveInt = 2
 
     @field_validator("sets")
@@ -470,7 +487,7 @@ class PostPretrainConfig(_TrainingConfig):
     monitor_mode: Literal["max", "min"] = "max"
 
 
-EVAL_PROTOCOLS = ("linear", "attentive", "v2v", "t2v")
+EVAL_PROTOCOLS = ("linear", "attentive", "v2v", "t2v", "finetune", "t2v_finetune")
 EVAL_ENCODERS = ("pretrain", "post_pretrain", "random")
 
 
@@ -505,6 +522,67 @@ class SortEvalConfig(_Section):
     text_only_videos: PositiveInt | None = 5000
 
 
+class FinetuneConfig(_TrainingConfig):
+    """Fine-tuning for classification, VideoMAE's recipe (the paper's table 9): AdamW, lr
+    scaled by batch (`lr` is the rate at batch 256), layer-wise lr decay, warmup + cosine,
+    drop path, label smoothing, mixup/cutmix and RandAugment (timm's). The demo's values are
+    minutes on 2 cores; the paper profile sets the paper's."""
+
+    # the demo: 24 epochs of 135 clips, about 45 s per encoder on 2 cores
+    epochs: PositiveInt = 24
+    # SSV2 trains 50 epochs, the others 100 in the paper: per-format overrides (a set's
+    # format: its release format; a demo set's is its name)
+    epochs_per_format: dict[Literal["ssv2", "k400", "ucf101", "hmdb51", "directory"],
+                            PositiveInt] = {}
+    batch_size: PositiveInt = 16
+    # at batch 256: the rate used is lr x batch/256 (the paper: 1e-3 at 384; the demo's
+    # tiny encoder learns nothing at that rate in a few hundred steps: README)
+    lr: Annotated[float, Field(gt=0.0)] = 1e-2
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.05
+    schedule: Literal["step", "cosine"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 2.0
+    # lr of block i (of depth d) = lr x layer_decay^(d - i); embeddings d + 1 below the head
+    layer_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.75
+    drop_path: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    head_init_scale: Annotated[float, Field(gt=0.0)] = 0.001
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    # Beta(alpha, alpha) of mixup and of CutMix; 0: off. The paper's (VideoMAE's) 0.8 and 1.0
+    # are in the paper profile; on the demo's 135 clips they keep the loss at chance (README)
+    mixup: Annotated[float, Field(ge=0.0)] = 0.0
+    cutmix: Annotated[float, Field(ge=0.0)] = 0.0
+    mixup_prob: Fraction = 1.0
+    mixup_switch_prob: Fraction = 0.5
+    # timm's RandAugment config string (VideoMAE: rand-m7-n4-mstd0.5-inc1, the paper
+    # profile's); null: off. One draw of ops and magnitudes per clip, for all its frames.
+    randaugment: str | None = "rand-m3-n2-mstd0.5-inc1"
+    clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
+    loader_workers: Annotated[int, Field(ge=0)] = 2
+    checkpoint_every_steps: PositiveInt = 500
+
+
+class RetrievalFinetuneConfig(_TrainingConfig):
+    """Text-to-video retrieval after contrastive fine-tuning of the whole model (video and
+    text encoders, projections) on a captioned set's train split; every (clip, caption) pair
+    of the split is an item of an epoch."""
+
+    epochs: PositiveInt = 4
+    batch_size: PositiveInt = 16
+    lr: Annotated[float, Field(gt=0.0)] = 5e-5
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
+    schedule: Literal["step", "cosine"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.5
+    loader_workers: Annotated[int, Field(ge=0)] = 2
+    checkpoint_every_steps: PositiveInt = 500
+
+
+class SvoEvalConfig(_Section):
+    # SVO-Probes (the paper's table 11): an image is called positive for a sentence when
+    # their cosine similarity in the contrastive space exceeds a threshold
+    thresholds: list[Annotated[float, Field(ge=-1.0, le=1.0)]] = [0.2, 0.25, 0.3]
+    batch_size: PositiveInt = 64
+
+
 class EvaluateConfig(_Section):
     recall_at: list[PositiveInt] = [1, 5, 10, 50]
     # exported encoders to evaluate; `random`: the same architecture with seeded random
@@ -513,8 +591,12 @@ class EvaluateConfig(_Section):
                         Field(min_length=1)] = ["pretrain", "post_pretrain", "random"]
     # set (a name in downstream.sets) -> protocols: linear, attentive, v2v, t2v. null: every
     # set of downstream.sets with the protocols its kind takes (classification sets: linear,
-    # attentive, v2v; captioned sets: t2v)
-    tasks: dict[str, list[Literal["linear", "attentive", "v2v", "t2v"]]] | None = None
+    # attentive, v2v, finetune; captioned sets: t2v, and t2v_finetune where the set has a
+    # train split)
+    # finetune: the encoder fine-tuned for classification; t2v_finetune: text-to-video after
+    # contrastive fine-tuning on the set's train split
+    tasks: dict[str, list[Literal["linear", "attentive", "v2v", "t2v", "finetune",
+                                  "t2v_finetune"]]] | None = None
     # test views per clip (temporal x spatial), averaged: 2 x 3 (VideoMAE's SSV2 protocol);
     # sets of the k400 format use 5 x 3; per-set overrides in `views`
     test_views: tuple[PositiveInt, PositiveInt] = (2, 3)
@@ -531,6 +613,11 @@ class EvaluateConfig(_Section):
     linear: LinearProbeConfig = LinearProbeConfig()
     attentive: AttentiveProbeConfig = AttentiveProbeConfig()
     sort: SortEvalConfig = SortEvalConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    retrieval_finetune: RetrievalFinetuneConfig = RetrievalFinetuneConfig()
+    svo: SvoEvalConfig = SvoEvalConfig()
+    # validation clips shown in the top-5 figure (the paper's figure 4), per classification set
+    figure_clips: Annotated[int, Field(ge=0)] = 4
 
 
 class Params(_Section):
@@ -623,16 +710,22 @@ class Params(_Section):
                 "github.com/facebookresearch/mae, or a timm ViT-B/16 .safetensors), or to "
                 "`scratch` to train from random weights on purpose")
 
+    def set_format(self, name: str) -> str:
+        """A downstream set's format: its release's, the demo set's name, or `directory`."""
+        source = self.downstream.sets[name]
+        if isinstance(source, DownstreamSource):
+            return source.format
+        return name if source == "demo" else "directory"
+
     def eval_tasks(self) -> dict[str, list[str]]:
         """evaluate.tasks, or each downstream set with the protocols its kind takes."""
         if self.evaluate.tasks is not None:
             return {k: list(v) for k, v in self.evaluate.tasks.items()}
         out = {}
-        for name, source in self.downstream.sets.items():
-            kind = source.format if isinstance(source, DownstreamSource) else (
-                name if source == "demo" else "directory")
-            captioned = kind in ("msrvtt", "didemo", "msvd", "lsmdc")
-            out[name] = ["t2v"] if captioned else ["linear", "attentive", "v2v"]
+        for name in self.downstream.sets:
+            captioned = self.set_format(name) in ("msrvtt", "didemo", "msvd", "lsmdc")
+            out[name] = (["t2v", "t2v_finetune"] if captioned
+                         else ["linear", "attentive", "v2v", "finetune"])
         return out
 
     def to_dict(self) -> dict[str, Any]:

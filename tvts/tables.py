@@ -54,6 +54,19 @@ DOWNSTREAM = pl.Schema(
         "duration_s": pl.Float64,
     }
 )
+# One row per SVO-Probes item (a sentence, a positive and a negative image that differs in
+# one concept), written by the `downstream` stage.
+SVO_PROBES = pl.Schema(
+    {
+        "probe_id": pl.Utf8,
+        "sentence": pl.Utf8,
+        "neg_type": pl.Utf8,  # the concept the negative changes: subj, verb or obj
+        "pos_triplet": pl.Utf8,
+        "neg_triplet": pl.Utf8,
+        "pos_uri": pl.Utf8,
+        "neg_uri": pl.Utf8,
+    }
+)
 # Video pairs (pretraining video, downstream item) the dedup stage flagged or was told about.
 LEAKS = pl.Schema(
     {
@@ -102,6 +115,7 @@ PACK_INDEX = pl.Schema(
 )
 
 SCHEMAS: dict[str, pl.Schema] = {
+    "svo_probes": SVO_PROBES,
     "videos": VIDEOS,
     "words": WORDS,
     "subtitles": SUBTITLES,

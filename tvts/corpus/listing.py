@@ -89,4 +89,9 @@ def downstream_listing(cfg: DownstreamConfig) -> dict[str, Any]:
             out[name] = {"demo": name}
         else:
             out[name] = {"root": directory_listing(source)}
+    svo = cfg.svo
+    if svo is not None and svo != "demo":  # the SVO probes: a reserved name, not a set's
+        out["svo_probes"] = {"root": directory_listing(svo.root)}
+        if svo.images:
+            out["svo_probes"]["images"] = directory_listing(svo.images)
     return out

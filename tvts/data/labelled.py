@@ -4,6 +4,7 @@ views per video, as VideoMAE's protocol tests (2 x 3 on SSV2, 5 x 3 on K400)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,13 @@ class LabelledClips(Dataset):
 
     def __init__(self, items: list[LabelledItem], frames: int, frame_size: int,
                  resize_short: int, decoder: str, train: bool, temporal_views: int = 1,
-                 spatial_views: int = 1, seed: int = 0):
+                 spatial_views: int = 1, seed: int = 0,
+                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 max_tries: int = 20):
+        """`augment`: applied to a training clip's frames (uint8 (T, H, W, 3)) before the
+        crop. A training item that does not decode is replaced by another drawn at random
+        (seeded; at most `max_tries` in a row), so a batch keeps its size."""
+        self.augment, self.max_tries = augment, max_tries
         self.items, self.frames, self.size = items, frames, frame_size
         self.resize_short, self.decoder, self.train, self.seed = resize_short, decoder, train, seed
         self.tv, self.sv = temporal_views, spatial_views
@@ -54,9 +61,32 @@ class LabelledClips(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _train_clip(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        skipped: list[tuple[str, str]] = []
+        for _ in range(self.max_tries):
+            item = self.items[index]
+            try:
+                reader = open_video(item.path, self.decoder, self.resize_short)
+                times = reader.frame_times
+                idx = tsn_indices(times, 0.0, float(times[-1]) + 1e-3, self.frames, True, rng)
+                frames = reader.get_frames(idx)
+            except DecodeError as e:
+                skipped.append((item.item_id, str(e)))
+                index = int(rng.integers(len(self.items)))
+                continue
+            if self.augment is not None:
+                frames = self.augment(frames, rng)
+            clip = crop_clip(frames, self.size, True, rng)
+            return {"clips": clip[None], "label": item.label, "item_id": item.item_id,
+                    "skipped": skipped}
+        raise DecodeError(f"{self.max_tries} training clips in a row failed to decode (the "
+                          f"last: {skipped[-1][0]}: {skipped[-1][1]})")
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.train:
+            return self._train_clip(index, rng)
         try:
             reader = open_video(item.path, self.decoder, self.resize_short)
         except DecodeError as e:
@@ -64,11 +94,6 @@ class LabelledClips(Dataset):
                     "skipped": [(item.item_id, str(e))]}
         times = reader.frame_times
         end = float(times[-1]) + 1e-3
-        if self.train:
-            idx = tsn_indices(times, 0.0, end, self.frames, True, rng)
-            clip = crop_clip(reader.get_frames(idx), self.size, True, rng)
-            return {"clips": clip[None], "label": item.label, "item_id": item.item_id,
-                    "skipped": []}
         spans = temporal_spans(0.0, end, self.tv)
         index_sets = [tsn_indices(times, a, b, self.frames, False) for a, b in spans]
         union = np.unique(np.concatenate(index_sets))

@@ -7,6 +7,7 @@ from typing import Any
 
 # the figure each protocol is known by
 MAIN_FIGURE = {"linear": "top1", "attentive": "top1", "v2v": "R@1", "t2v": "R@1",
+               "finetune": "top1", "t2v_finetune": "R@1", "svo": "verb_pair_acc",
                "sort": "acc_video", "text_only_sorter": "acc"}
 # encoders whose figures are a reference, not a result: kept out of the headline metrics
 FLOOR_ENCODERS = ("random",)
@@ -26,7 +27,7 @@ def headline(metrics: dict[str, Any]) -> str:
     parts = []
     for set_name, protocol, by_encoder in _protocols(metrics):
         key = MAIN_FIGURE.get(protocol, "")
-        values = ", ".join(f"{e} {m.get(key, float('nan')):.3g}"
+        values = ", ".join(f"{e} {m.get(key) if m.get(key) is not None else float('nan'):.3g}"
                            for e, m in by_encoder.items())
         parts.append(f"{set_name} {protocol} {key}: {values}")
     return "; ".join(parts)
@@ -42,7 +43,7 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         if key is None or protocol == "text_only_sorter":
             continue
         values = {e: m[key] for e, m in by_encoder.items()
-                  if e not in FLOOR_ENCODERS and key in m}
+                  if e not in FLOOR_ENCODERS and m.get(key) is not None}
         if values:
             out.setdefault(set_name, {})[f"{protocol}_{key.replace('@', '')}"] = values
     return out

@@ -174,3 +174,39 @@ POST_PRETRAIN_PANELS = [
     LOSS, Panel("held-out retrieval R@1 (%)", (("val/r1_t2v", "text -> video"),
                                                ("val/r1_v2t", "video -> text"))),
     LR, SPEED]
+
+
+def top5_spec(clips: list[dict[str, Any]], title: str) -> dict[str, Any]:
+    """The paper's figure 4: per clip (a row: its middle frame and its true label), the top-5
+    class scores of each encoder (a column), normalised to sum to 100%; the true class in
+    green. `clips`: {"label", "frame" (a data: URL or None), "scores": {encoder: [(class,
+    score), ...]}}."""
+    rows = []
+    for clip in clips:
+        charts: list[dict[str, Any]] = []
+        if clip.get("frame"):
+            charts.append({"data": {"values": [{"url": clip["frame"]}]},
+                           "mark": {"type": "image", "width": 96, "height": 96},
+                           "encoding": {"url": {"field": "url", "type": "nominal"}},
+                           "width": 96, "height": 96})
+        for encoder, top in clip["scores"].items():
+            total = sum(s for _, s in top) or 1.0
+            values = [{"class": c, "score": 100 * s / total, "true": c == clip["label"]}
+                      for c, s in top]
+            charts.append({
+                "title": {"text": encoder, "fontSize": 11},
+                "data": {"values": values},
+                "mark": "bar",
+                "encoding": {
+                    "y": {"field": "class", "type": "nominal", "sort": "-x", "title": None,
+                          "axis": {"labelLimit": 220}},
+                    "x": {"field": "score", "type": "quantitative", "title": "% of top 5",
+                          "scale": {"domain": [0, 100]}},
+                    "color": {"field": "true", "type": "nominal", "legend": None,
+                              "scale": {"domain": [True, False],
+                                        "range": ["#2ca02c", "#9ecae1"]}}},
+                "width": 160, "height": 96})
+        rows.append({"title": {"text": f"true: {clip['label']}", "fontSize": 12},
+                     "hconcat": charts})
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "title": title,
+            "background": "white", "vconcat": rows}

@@ -1,5 +1,6 @@
 """`downstream` stage: downstream.sets -> data/downstream/<set>.parquet (one row per annotated
-item), quarantine for clips that are missing or do not probe, metrics/downstream.json."""
+item), downstream.svo -> data/downstream/svo_probes.parquet, quarantine for clips that are
+missing or do not probe and probes whose images are missing, metrics/downstream.json."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from tvts.config import Params
 from tvts.corpus.probe import ProbeError, probe_video
 from tvts.downstream.manifests import DEMO_ROOT, read_set
+from tvts.downstream.svo import read_svo_probes
 from tvts.errors import UserError
 from tvts.parallel import process_map
 from tvts.stages.common import progress_bar, write_metrics
@@ -18,6 +20,7 @@ from tvts.tables import frame, write_table
 OUT_DIR = Path("data/downstream")
 METRICS = Path("metrics/downstream.json")
 STAGE = "downstream"
+SVO_TABLE = "svo_probes"  # data/downstream/svo_probes.parquet (a reserved set name)
 
 
 def _probe(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -29,6 +32,21 @@ def _probe(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         return {**row, "duration_s": probe_video(row["uri"]).duration_s}, None
     except (ProbeError, OSError) as e:
         return row, str(e)
+
+
+def _svo_source(params: Params, demo_root: Path) -> tuple[Path, Path | None] | None:
+    """(root, images) of downstream.svo, or None when it is off."""
+    source = params.downstream.svo
+    if source is None:
+        return None
+    if source == "demo":
+        root = demo_root / "svo"
+        if not root.is_dir():
+            raise UserError(f"downstream.svo = demo, but {root} does not exist: run the corpus "
+                            "stage with corpus.source = demo first (dvc repro corpus), or set "
+                            "downstream.svo to {root: <folder of svo_probes.csv>} or null")
+        return root, None
+    return Path(source.root), Path(source.images) if source.images else None
 
 
 def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS,
@@ -50,11 +68,18 @@ def run(params: Params, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS,
                                             if err and r["downstream_set"] == name)}
     bad = [{"video_id": f"{r['downstream_set']}/{r['downstream_id']}", "uri": r["uri"],
             "stage": STAGE, "reason": err} for r, err in probed if err]
+    svo = _svo_source(params, demo_root)
+    if svo is not None:
+        probes, svo_bad = read_svo_probes(*svo)
+        write_table(frame(probes, "svo_probes"), partial / f"{SVO_TABLE}.parquet",
+                    "svo_probes")
+        bad += svo_bad
+        metrics[SVO_TABLE] = {"items": len(probes), "quarantined": len(svo_bad)}
     write_table(frame(bad, "quarantine"), partial / "quarantine.parquet", "quarantine")
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
     write_metrics(metrics_path, {
         "items": sum(m["items"] for m in metrics.values()),
         "quarantined": sum(m["quarantined"] for m in metrics.values())}, metrics)
-    return "downstream: " + ", ".join(f"{n} {m['items']} clips ({m['quarantined']} quarantined)"
+    return "downstream: " + ", ".join(f"{n} {m['items']} items ({m['quarantined']} quarantined)"
                                       for n, m in metrics.items())

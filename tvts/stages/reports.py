@@ -36,6 +36,12 @@ STAGES: dict[str, tuple[str, list[Report]]] = {
 PLOTS_PAGE = Path("dvc_plots/index.html")  # what `dvc plots show` writes
 
 
+def _figure_label(stem: str) -> str:
+    if stem.startswith("top5-"):
+        return f"top-5 class scores after fine-tuning: {stem[5:]}"
+    return f"linear-probe confusion matrix: {stem.removeprefix('confusion-')}"
+
+
 def sections(root: Path) -> list[StageSection]:
     out = []
     for stage, (metrics_rel, reports) in STAGES.items():
@@ -43,7 +49,7 @@ def sections(root: Path) -> list[StageSection]:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         found = [Report(r.label, root / r.path, r.image) for r in reports]
         if stage == "evaluate":
-            found += [Report(f"linear-probe confusion matrix: {png.stem}", png, image=True)
+            found += [Report(_figure_label(png.stem), png, image=True)
                       for png in sorted((root / "reports/eval/figures").glob("*.png"))]
         found.append(Report("every figure the stage recorded (JSON)",
                             details_path(metrics_path)))

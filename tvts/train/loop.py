@@ -78,7 +78,9 @@ class Trainer:
                  val_set: Dataset | None, collate: Callable, out_dir: str | Path, d: Dist,
                  seed: int, model_config: dict[str, Any], monitor: str, mode: str,
                  clips_per_item: int = 1, live_dir: str | Path | None = None,
-                 shuffle: bool = True):
+                 shuffle: bool = True, param_groups: list[dict[str, Any]] | None = None):
+        """`param_groups`: optimiser groups (default: every parameter in one); a group's
+        `lr_scale` multiplies the scheduled lr (layer-wise decay)."""
         self.cfg, self.task, self.d, self.seed = cfg, task, d, seed
         self.out = Path(out_dir)
         self.collate = collate
@@ -101,8 +103,8 @@ class Trainer:
             raise UserError(f"{len(train_set)} training items cannot fill one batch of "
                             f"{cfg.batch_size} clips")
         self.steps_per_epoch = self.sampler.batches_per_epoch() // self.accum
-        self.optimizer = adamw(self.model.parameters(), cfg.lr, cfg.weight_decay, d.device,
-                               cfg.optimizer)
+        self.optimizer = adamw(param_groups or self.model.parameters(), cfg.lr,
+                               cfg.weight_decay, d.device, cfg.optimizer)
         self.autocast = use_bf16(cfg.precision, d.device)
         self.ckpt = CheckpointManager(self.out / "checkpoints", cfg.keep_checkpoints, monitor,
                                       mode, model_config)
@@ -242,7 +244,7 @@ class Trainer:
                                self.cfg.lr, self.cfg.schedule, self.cfg.epochs,
                                self.cfg.lr_milestones, self.cfg.warmup_epochs)
                     for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                     # the norm is logged every step; clipping only when configured
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(
                         self.model.parameters(), self.cfg.clip_grad_norm or float("inf")))

@@ -6,6 +6,7 @@ Layout under the output root:
     pretrain/vid_0000.mp4 + vid_0000.json     narrated videos + ground-truth sidecars
     downstream/ssv2/      labels.json, train.json, validation.json, videos/<id>.webm
     downstream/msrvtt/    MSR_VTT.json, test_list.txt, videos/all/video<i>.mp4
+    downstream/svo/       svo_probes.csv, images/<image_id>.jpg (SVO-Probes' layout)
     downstream/webvid/    results_train.csv, videos/<page_dir>/<videoid>.mp4
     downstream/cc3m/      Train_GCC-training.tsv, url_map.tsv, images/<n>.jpg
 """
@@ -27,6 +28,9 @@ from tvts.config import DemoConfig
 from tvts.corpus.demo import media
 from tvts.corpus.demo.scene import (
     ACTIONS,
+    COLOURS,
+    PHRASES,
+    SHAPES,
     Scene,
     Segment,
     State,
@@ -51,7 +55,8 @@ from tvts.storage import atomic_path, atomic_write_text
 
 # Evaluation sets whose clips may be planted into the pretraining corpus.
 LEAK_SOURCES = ("ssv2", "msrvtt")
-_SET_CODES = {"pretrain": 0, "ssv2_train": 1, "ssv2_val": 2, "msrvtt": 3, "webvid": 4, "cc3m": 5}
+_SET_CODES = {"pretrain": 0, "ssv2_train": 1, "ssv2_val": 2, "msrvtt": 3, "webvid": 4, "cc3m": 5,
+              "msrvtt_train": 6, "svo": 7}
 SSV2_TEMPLATES = {
     "move_left": "Moving [something] to the left",
     "move_right": "Moving [something] to the right",
@@ -142,8 +147,9 @@ def _captioned_clip(job: Job) -> dict[str, Any]:
     frames = render(scene, cfg.fps, cfg.width, cfg.height)
     sentences = [sentence(things[s.thing], s.action) for s in segments if s.kind == "event"]
     caption = ", then ".join(sentences)
-    if job.kind == "msrvtt":
-        vid = f"video{job.index}"
+    if job.kind in ("msrvtt", "msrvtt_train"):
+        # test clips first, then the train split's, as MSR-VTT numbers its videos
+        vid = f"video{job.index + (cfg.downstream.msrvtt if job.kind == 'msrvtt_train' else 0)}"
         audio = mix_audio(scene, _synth(cfg).sample_rate, int(rng.integers(2**31)))
         media.write_video(Path(job.root) / "videos" / "all" / f"{vid}.mp4", frames, cfg.fps,
                           audio=audio, sample_rate=_synth(cfg).sample_rate)
@@ -154,6 +160,63 @@ def _captioned_clip(job: Job) -> dict[str, Any]:
     page_dir = f"{lo:06d}_{lo + 49:06d}"
     media.write_video(Path(job.root) / "videos" / page_dir / f"{vid}.mp4", frames, cfg.fps)
     return {"videoid": vid, "page_dir": page_dir, "name": caption, "duration": duration}
+
+
+# SVO-Probes: verbs a still frame can show (an object that appears or disappears cannot be
+# told from one frame of it)
+_SVO_VERBS = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "rotate")
+_SVO_AT = 0.8  # the image: this far into the action
+
+
+def _svo_image(rng: np.random.Generator, cfg: DemoConfig, thing: Thing, action: str,
+               path: Path) -> None:
+    while True:
+        state = random_state(rng)
+        if valid(action, thing, state):
+            break
+    lead, length = 0.2, 1.5
+    seg = Segment("event", lead, lead + length, 0, action, state, apply(action, thing, state))
+    scene = Scene([thing], [state], [seg], lead + length + 0.2, int(rng.integers(2**31)))
+    frames = render(scene, cfg.fps, cfg.width, cfg.height)
+    frame = frames[min(len(frames) - 1, round((lead + _SVO_AT * length) * cfg.fps))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame).save(path, quality=92)
+
+
+def _svo_probe(job: Job) -> dict[str, Any]:
+    """A sentence, its image and a negative that changes one concept: the shape (subject),
+    the action (verb) or the colour (object), in turn."""
+    rng, cfg = _rng(job), job.cfg
+    neg_type = ("subj", "verb", "obj")[job.index % 3]
+    while True:
+        thing = random_things(rng, 1)[0]
+        action = _SVO_VERBS[int(rng.integers(len(_SVO_VERBS)))]
+        if neg_type == "subj":
+            other = Thing(thing.colour, SHAPES[int(rng.integers(len(SHAPES)))])
+            neg_thing, neg_action = other, action
+        elif neg_type == "verb":
+            neg_thing, neg_action = thing, _SVO_VERBS[int(rng.integers(len(_SVO_VERBS)))]
+        else:
+            colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+            neg_thing, neg_action = Thing(colour, thing.shape), action
+        changed = (neg_thing, neg_action) != (thing, action)
+        shown = all(a in actions_for(t) for t, a in ((thing, action), (neg_thing, neg_action)))
+        if changed and shown:
+            break
+    images = Path(job.root) / "images"
+    pos_id, neg_id = f"demo{job.index:05d}p", f"demo{job.index:05d}n"
+    _svo_image(rng, cfg, thing, action, images / f"{pos_id}.jpg")
+    _svo_image(rng, cfg, neg_thing, neg_action, images / f"{neg_id}.jpg")
+
+    def triplet(t: Thing, a: str) -> str:
+        return f"{t.shape},{PHRASES[a]},{t.colour}"
+
+    return {"sentence": sentence(thing, action), "pos_triplet": triplet(thing, action),
+            "neg_triplet": triplet(neg_thing, neg_action), "subj_neg": neg_type == "subj",
+            "verb_neg": neg_type == "verb", "obj_neg": neg_type == "obj",
+            "pos_url": f"https://svo.demo.invalid/{pos_id}.jpg",
+            "neg_url": f"https://svo.demo.invalid/{neg_id}.jpg",
+            "pos_image_id": pos_id, "neg_image_id": neg_id}
 
 
 def _where(s: State) -> str:
@@ -280,6 +343,8 @@ _MAKERS: dict[str, Callable[[Job], dict[str, Any]]] = {
     "ssv2_train": _ssv2_clip,
     "ssv2_val": _ssv2_clip,
     "msrvtt": _captioned_clip,
+    "msrvtt_train": _captioned_clip,
+    "svo": _svo_probe,
     "webvid": _captioned_clip,
     "cc3m": _cc3m_image,
     "pretrain": _pretrain_video,
@@ -303,17 +368,29 @@ def _write_ssv2(root: Path, train: list[dict], val: list[dict]) -> None:
     _write_json(root / "validation.json", val)
 
 
-def _write_msrvtt(root: Path, items: list[dict]) -> None:
+def _write_msrvtt(root: Path, items: list[dict], train: list[dict]) -> None:
     videos = [{"category": 0, "url": "", "video_id": it["video_id"], "start time": 0.0,
-               "end time": it["duration"], "split": "test", "id": i}
-              for i, it in enumerate(items)]
+               "end time": it["duration"], "split": split, "id": i}
+              for i, (it, split) in enumerate([(t, "test") for t in items]
+                                             + [(t, "train") for t in train])]
+    items = items + train
     sentences = [{"caption": c, "video_id": it["video_id"], "sen_id": 0}
                  for it in items for c in it["captions"]]
     for i, s in enumerate(sentences):
         s["sen_id"] = i
     _write_json(root / "MSR_VTT.json", {"info": {"description": "tvts demo MSR-VTT"},
                                         "videos": videos, "sentences": sentences})
-    atomic_write_text(root / "test_list.txt", "".join(f"{it['video_id']}\n" for it in items))
+    atomic_write_text(root / "test_list.txt",
+                      "".join(f"{v['video_id']}\n" for v in videos if v["split"] == "test"))
+
+
+def _write_svo(root: Path, items: list[dict]) -> None:
+    header = ["sentence", "pos_triplet", "neg_triplet", "subj_neg", "verb_neg", "obj_neg",
+              "pos_url", "neg_url", "pos_image_id", "neg_image_id"]
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "svo_probes.csv",
+                      _csv_text(["", *header], ([i, *(it[h] for h in header)]
+                                                for i, it in enumerate(items))))
 
 
 def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
@@ -370,6 +447,9 @@ def generate_demo(cfg: DemoConfig, seed: int, root: str | Path, workers: int = 1
         [Job("ssv2_train", i, cfg, seed, str(down / "ssv2")) for i in range(sizes.ssv2_train)]
         + [Job("ssv2_val", i, cfg, seed, str(down / "ssv2")) for i in range(sizes.ssv2_val)]
         + [Job("msrvtt", i, cfg, seed, str(down / "msrvtt")) for i in range(sizes.msrvtt)]
+        + [Job("msrvtt_train", i, cfg, seed, str(down / "msrvtt"))
+           for i in range(sizes.msrvtt_train)]
+        + [Job("svo", i, cfg, seed, str(down / "svo")) for i in range(sizes.svo)]
         + [Job("webvid", i, cfg, seed, str(down / "webvid")) for i in range(sizes.webvid)]
         + [Job("cc3m", i, cfg, seed, str(down / "cc3m")) for i in range(sizes.cc3m)]
     )
@@ -378,7 +458,8 @@ def generate_demo(cfg: DemoConfig, seed: int, root: str | Path, workers: int = 1
     for job, res in zip(ds_jobs, results, strict=True):
         by_kind.setdefault(job.kind, []).append(res)
     _write_ssv2(down / "ssv2", by_kind["ssv2_train"], by_kind["ssv2_val"])
-    _write_msrvtt(down / "msrvtt", by_kind["msrvtt"])
+    _write_msrvtt(down / "msrvtt", by_kind["msrvtt"], by_kind.get("msrvtt_train", []))
+    _write_svo(down / "svo", by_kind.get("svo", []))
     _write_webvid(down / "webvid", by_kind["webvid"])
     _write_cc3m(down / "cc3m", by_kind["cc3m"])
 
@@ -402,4 +483,5 @@ def generate_demo(cfg: DemoConfig, seed: int, root: str | Path, workers: int = 1
 
 def demo_item_count(cfg: DemoConfig) -> int:
     s = cfg.downstream
-    return cfg.num_videos + s.ssv2_train + s.ssv2_val + s.msrvtt + s.webvid + s.cc3m
+    return (cfg.num_videos + s.ssv2_train + s.ssv2_val + s.msrvtt + s.msrvtt_train + s.svo
+            + s.webvid + s.cc3m)
