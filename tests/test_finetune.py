@@ -276,3 +276,25 @@ def test_svo_probes_adapter_reads_the_release_format_and_quarantines(micro_demo,
     (root / "svo_probes.csv").write_text("sentence,pos_triplet\nx,y\n")
     with pytest.raises(UserError, match="lacks the column"):
         read_svo_probes(root)
+
+
+def test_downstream_stage_writes_the_probes_and_quarantines_missing_images(micro_demo,
+                                                                          tmp_path):
+    from tvts.config import resolve
+    from tvts.stages import downstream as downstream_stage
+    from tvts.tables import read_table
+
+    root = tmp_path / "svo"
+    shutil.copytree(micro_demo.downstream_dir / "svo", root)
+    gone = sorted((root / "images").iterdir())[0]
+    gone.unlink()
+    params = resolve({"downstream": {"sets": {"ssv2": "demo"}, "workers": 1,
+                                     "svo": {"root": str(root)}}})
+    downstream_stage.run(params, tmp_path / "out", tmp_path / "m.json",
+                         demo_root=micro_demo.downstream_dir)
+    probes = read_table(tmp_path / "out" / "svo_probes.parquet", "svo_probes")
+    bad = read_table(tmp_path / "out" / "quarantine.parquet", "quarantine")
+    assert probes.height + bad.height == len(list(csv.DictReader(
+        (root / "svo_probes.csv").open(newline=""))))
+    assert bad.height == 1 and gone.stem in bad["reason"][0]
+    assert all(p.startswith(str(root)) for p in probes["pos_uri"])

@@ -193,12 +193,17 @@ def test_headline_metrics_keep_trained_encoders_main_figures():
     full = {"ssv2": {"linear": {e: {"top1": t, "top5": 90.0} for e, t in
                                 (("pretrain", 20.0), ("post_pretrain", 18.0), ("random", 27.0))},
                      "test_split": "val"},
-            "msrvtt": {"t2v": {"pretrain": {"R@1": 26.7, "MedR": 3.0}}},
+            "msrvtt": {"t2v": {"pretrain": {"R@1": 26.7, "MedR": 3.0}},
+                       "t2v_finetune": {"pretrain": {"R@1": 30.0}, "post_pretrain": {"R@1": 31.0},
+                                        "random": {"R@1": 9.0}}},
             "transcripts": {"sort": {"pretrain": {"acc_video": 0.85}},
                             "text_only_sorter": {"pretrain": {"acc": 0.25}}},
             "timing": {"total_s": 75.0}}
+    # the encoder the paper reports a protocol of, where it was evaluated; else each trained one
     assert headline_metrics(full) == {
-        "ssv2": {"linear_top1": {"pretrain": 20.0, "post_pretrain": 18.0}},
-        "msrvtt": {"t2v_R1": {"pretrain": 26.7}},
+        "ssv2": {"linear_top1": {"pretrain": 20.0}},
+        "msrvtt": {"t2v_R1": {"pretrain": 26.7}, "t2v_finetune_R1": {"post_pretrain": 31.0}},
         "transcripts": {"sort_acc_video": {"pretrain": 0.85}}}
+    del full["ssv2"]["linear"]["pretrain"]
+    assert headline_metrics(full)["ssv2"] == {"linear_top1": {"post_pretrain": 18.0}}
     assert json.dumps(headline_metrics(full))  # plain JSON
