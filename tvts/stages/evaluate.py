@@ -5,7 +5,6 @@ metrics/eval.json (set -> protocol -> encoder -> metric), linear-probe confusion
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from pathlib import Path
@@ -28,14 +27,19 @@ from tvts.errors import UserError
 from tvts.eval.encoders import load_exported, random_model
 from tvts.eval.features import ClipItem, FrozenEncoder, ViewSpec, extract, weights_fingerprint
 from tvts.eval.figures import top5_clips
-from tvts.eval.finetune import ClassifyData, FinetuneResult, finetune_classification
+from tvts.eval.finetune import FinetuneResult
 from tvts.eval.probes import ProbeSettings
-from tvts.eval.protocols import SetSplits, classify, set_splits, text_to_video, video_to_video
-from tvts.eval.retrieval_finetune import CaptionedClips, finetune_retrieval
+from tvts.eval.protocols import classify, set_splits, text_to_video, video_to_video
 from tvts.eval.sorting import sort_accuracies
 from tvts.eval.summary import headline, headline_metrics, summary_table
-from tvts.eval.svo import similarities, svo_metrics
 from tvts.eval.text_sorter import TextSortSettings, train_text_only_sorter
+from tvts.eval.trained_protocols import (
+    finetune_set,
+    has_captioned_train,
+    rounded,
+    svo_test,
+    t2v_finetune_set,
+)
 from tvts.models.text_encoder import load_tokenizer
 from tvts.models.tvts_model import TVTSModel
 from tvts.reports.plots import confusion_spec, top5_spec, write_png
@@ -90,10 +94,6 @@ def _models(params: Params, models: dict[str, Path], device: torch.device
     return out
 
 
-def _round(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 5) if isinstance(v, float) else v for k, v in d.items()}
-
-
 def _corpus_split(params: Params, videos_path: Path, words_path: Path,
                   packed: PackedIndex | None) -> tuple[list[VideoEntry], list[VideoEntry]]:
     """The pretrain stage's training and held-out videos."""
@@ -143,97 +143,12 @@ def _text_only_control(params: Params, model: TVTSModel, train: list[VideoEntry]
     return result | {"train_videos": len(train)}
 
 
-def _labelled_rows(rows) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
-    rows = rows.filter(rows["label"].is_not_null())
-    return list(rows.select("downstream_id", "uri", "label").iter_rows())
-
-
 def _quarantined(set_name: str, reasons: dict[str, str], already: list[dict[str, Any]]
                  ) -> list[dict[str, Any]]:
     """Quarantine rows for clips a protocol could not decode, once each."""
     seen = {r["video_id"] for r in already}
     return [{"video_id": f"{set_name}/{k}", "uri": None, "stage": STAGE, "reason": r}
             for k, r in sorted(reasons.items()) if f"{set_name}/{k}" not in seen]
-
-
-def _fills_a_batch(items: int, batch: int, set_name: str, section: str) -> None:
-    if items < batch:
-        raise UserError(f"the train split of {set_name!r} has {items} training items, fewer than "
-                        f"one batch (evaluate.{section}.batch_size = {batch}): lower "
-                        f"evaluate.{section}.batch_size to at most {items}")
-
-
-def _finetune(params: Params, set_name: str, splits: SetSplits, test_spec: ViewSpec,
-              models: dict[str, TVTSModel], out_dir: Path, d: Dist
-              ) -> dict[str, FinetuneResult]:
-    """Classification fine-tuning of each encoder (results reused when nothing changed)."""
-    cfg, data = params.evaluate.finetune, params.data
-    train_spec = ViewSpec(data.num_frames, data.frame_size, data.resize_short, data.decoder)
-    sets = ClassifyData(_labelled_rows(splits.train), _labelled_rows(splits.test), train_spec,
-                        test_spec)
-    epochs = cfg.epochs_per_format.get(params.set_format(set_name), cfg.epochs)
-    _fills_a_batch(len(sets.train), cfg.batch_size, set_name, "finetune")
-    out = {}
-    for name, model in models.items():
-        try:
-            out[name] = finetune_classification(
-                model.video, sets, cfg, epochs, out_dir / name, d, params.seed,
-                weights_fingerprint(model.video))
-        except ValueError as e:
-            raise UserError(f"evaluate.tasks.{set_name}: finetune: {e}") from None
-    return out
-
-
-def _t2v_finetune(params: Params, set_name: str, splits: SetSplits, test_spec: ViewSpec,
-                  models: dict[str, TVTSModel], tokenizer: Any, out_dir: Path,
-                  features_dir: Path, d: Dist
-                  ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Contrastive fine-tuning on the train split's captioned clips, then text-to-video
-    retrieval on the test clips by the fine-tuned model: (metrics per encoder, clips that did
-    not decode and why)."""
-    cfg, data, ev = params.evaluate.retrieval_finetune, params.data, params.evaluate
-    pairs = [(vid, uri, c) for vid, uri, caps in
-             splits.train.select("downstream_id", "uri", "captions").iter_rows()
-             for c in caps or []]
-    if not pairs:
-        raise UserError(f"evaluate.tasks.{set_name}: t2v_finetune needs captioned clips in the "
-                        "set's train split, and it has none (MSR-VTT: the 9k list or the "
-                        "JSON's train videos); leave t2v_finetune out for this set")
-    _fills_a_batch(len(pairs), cfg.batch_size, set_name, "retrieval_finetune")
-    video = params.model.video
-    clips = CaptionedClips(pairs, data.num_frames, data.frame_size, data.resize_short,
-                           data.decoder, video.tubelet, video.patch_size,
-                           params.model.text.name, ev.max_caption_tokens)
-    items = [ClipItem(i, u, file_stamp(u))
-             for i, u in splits.test.select("downstream_id", "uri").iter_rows()]
-    out, failed = {}, {}
-    for name, model in models.items():
-        tuned = finetune_retrieval(copy.deepcopy(model), clips, cfg, out_dir / name, d,
-                                   params.seed, weights_fingerprint(model))
-        enc = FrozenEncoder(f"{name}-t2v_finetune", tuned.model.video, tuned.model.proj.video,
-                            weights_fingerprint(tuned.model.video, tuned.model.proj.video))
-        feats = extract(items, [enc], test_spec, features_dir, ev.num_shards, ev.batch_size,
-                        ev.loader_workers, d.device).features[enc.name]
-        out[name] = _round(text_to_video(tuned.model, tokenizer, feats, splits.test,
-                                         tuple(ev.recall_at), ev.max_caption_tokens, d.device)
-                           | {f"train_{k}": v for k, v in tuned.info.items()})
-        failed |= tuned.failed
-    return out, failed
-
-
-def _svo(params: Params, path: Path, models: dict[str, TVTSModel], tokenizer: Any,
-         device: torch.device) -> dict[str, dict[str, Any]]:
-    probes = read_table(path, "svo_probes")
-    if not probes.height:
-        raise UserError(f"{path} holds no usable probe (see data/downstream/quarantine.parquet)")
-    d, ev = params.data, params.evaluate
-    out = {}
-    for name, model in models.items():
-        pos, neg = similarities(model, tokenizer, probes, d.frame_size, d.resize_short,
-                                ev.max_caption_tokens, device, ev.svo.batch_size)
-        out[name] = _round(svo_metrics(pos, neg, probes["neg_type"].to_list(),
-                                       ev.svo.thresholds))
-    return out
 
 
 def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Path] = MODELS,
@@ -313,7 +228,7 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                     with progress_bar(s.epochs, f"{set_name} {protocol} probe ({name})") as bar:
                         res_c = classify(protocol, train, splits.train, test, splits.test, s,
                                          cfg.linear.pooling, bar.update)
-                    by_encoder[name] = _round(res_c.metrics)
+                    by_encoder[name] = rounded(res_c.metrics)
                     if protocol == "linear":
                         rows_c = [{"actual": a, "predicted": p}
                                   for a, p in zip(res_c.actual, res_c.predicted, strict=True)]
@@ -322,30 +237,30 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                                                           f"{name} features (test clips)"),
                                   figures_dir / f"confusion-{set_name}-{name}.png")
                 elif protocol == "v2v":
-                    by_encoder[name] = _round(video_to_video(train, splits.train, test,
+                    by_encoder[name] = rounded(video_to_video(train, splits.train, test,
                                                              splits.test, v2v_ks,
                                                              cfg.linear.pooling))
                 elif protocol == "t2v":
-                    by_encoder[name] = _round(text_to_video(
+                    by_encoder[name] = rounded(text_to_video(
                         nets[name], tokenizer, test, splits.test, ks,
                         cfg.max_caption_tokens, device))
             if protocol == "finetune":
-                tuned = _finetune(params, set_name, splits, parts["test"][1], nets,
-                                  finetune_dir / set_name, single)
-                by_encoder = {n: _round(r.metrics) for n, r in tuned.items()}
+                tuned = finetune_set(params, set_name, splits, parts["test"][1], nets,
+                                     finetune_dir / set_name, single)
+                by_encoder = {n: rounded(r.metrics) for n, r in tuned.items()}
                 figures[set_name] = tuned
                 failed += _quarantined(set_name, {k: r for t in tuned.values()
                                                   for k, r in t.failed}, failed)
-            elif protocol == "t2v_finetune" and cfg.tasks is None and not any(
-                    splits.train["captions"].list.len() > 0):
+            elif (protocol == "t2v_finetune" and cfg.tasks is None
+                  and not has_captioned_train(splits)):
                 # by default only where the set has a captioned train split
                 set_metrics["t2v_finetune_skipped"] = "no captioned clips in the train split"
                 continue
             elif protocol == "t2v_finetune":
-                by_encoder, bad = _t2v_finetune(params, set_name, splits, parts["test"][1],
-                                                nets, tokenizer, finetune_dir / set_name,
-                                                out_dir / "features" / set_name /
-                                                f"test-{parts['test'][1].tag()}", single)
+                by_encoder, bad = t2v_finetune_set(params, set_name, splits, parts["test"][1],
+                                                   nets, tokenizer, finetune_dir / set_name,
+                                                   out_dir / "features" / set_name /
+                                                   f"test-{parts['test'][1].tag()}", single)
                 failed += _quarantined(set_name, bad, failed)
             set_metrics[protocol] = by_encoder
             timing[f"{set_name}_{protocol}_s"] = round(time.perf_counter() - t_p, 2)
@@ -368,7 +283,7 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
         if not svo_path.exists():
             raise UserError(f"no {svo_path}: run the downstream stage first (dvc repro "
                             "downstream), or set downstream.svo: null")
-        metrics[SVO_PROBES] = {"svo": _svo(params, svo_path, nets, tokenizer, device)}
+        metrics[SVO_PROBES] = {"svo": svo_test(params, svo_path, nets, tokenizer, device)}
         timing["svo_s"] = round(time.perf_counter() - t_v, 2)
     if cfg.sort.enabled:
         t_s = time.perf_counter()
@@ -376,11 +291,11 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
         train, val = _corpus_split(params, videos_path, words_path, packed)
         loader = _sort_loader(params, val, packed, on_device)
         if loader is not None:
-            metrics["transcripts"] = {"sort": {n: _round(m) for n, m in
+            metrics["transcripts"] = {"sort": {n: rounded(m) for n, m in
                                                sort_accuracies(nets, loader, device).items()}}
             if cfg.sort.text_only_control:
                 name = next(iter(nets))
-                metrics["transcripts"]["text_only_sorter"] = {name: _round(
+                metrics["transcripts"]["text_only_sorter"] = {name: rounded(
                     _text_only_control(params, nets[name], train, val, tokenizer, device))}
         timing["sort_s"] = round(time.perf_counter() - t_s, 2)
     out_dir.mkdir(parents=True, exist_ok=True)
