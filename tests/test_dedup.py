@@ -298,7 +298,7 @@ def test_downstream_directory_set_and_errors(tmp_path):
     (root / "jumping").mkdir(parents=True)
     write_video(root / "jumping" / "a.mp4", _scene(1, n=8), 4)
     (root / "sitting.webm").write_bytes(b"broken")
-    params = resolve({"downstream": {"sets": {"mine": str(root)}, "workers": 1}})
+    params = resolve({"downstream": {"sets": {"mine": str(root)}, "workers": 1, "svo": None}})
     downstream_stage.run(params, tmp_path / "out", tmp_path / "m.json")
     man = read_table(tmp_path / "out" / "mine.parquet", "downstream")
     assert man.rows(named=True)[0]["label"] == "jumping"
@@ -347,7 +347,8 @@ def evil_report(tmp_path_factory) -> Path:
                     for vid, path, dur in (("host", root / f"host{EVIL}.mp4", 8.0),
                                            ("clean", root / "clean.mp4", 4.0))], "videos")
     write_table(videos, root / "videos.parquet", "videos")
-    params = resolve({"downstream": {"sets": {"mine": str(root / "clips")}, "workers": 1},
+    params = resolve({"downstream": {"sets": {"mine": str(root / "clips")}, "workers": 1,
+                                     "svo": None},
                       "dedup": {"decisions": str(root / "none.csv"), "workers": 1,
                                 "num_shards": 2}})
     downstream_stage.run(params, root / "downstream", root / "d.json")

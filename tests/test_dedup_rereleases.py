@@ -266,7 +266,8 @@ def rerelease_run(tmp_path_factory):
 
     def run(**dedup) -> tuple[pl.DataFrame, dict, str]:
         tag = "-".join(f"{k}{v}" for k, v in sorted(dedup.items())) or "default"
-        params = resolve({"downstream": {"sets": {"mine": str(root / "clips")}, "workers": 1},
+        params = resolve({"downstream": {"sets": {"mine": str(root / "clips")}, "workers": 1,
+                                         "svo": None},
                           "dedup": {"decisions": str(root / "none.csv"), "workers": 1,
                                     "num_shards": 2, **dedup}})
         if not (root / "downstream" / "mine.parquet").exists():

@@ -274,7 +274,8 @@ def test_stage_quarantines_a_missing_clip_with_its_expected_path(tmp_path):
     # an MP4 under the release's .avi name: the probe reads the content, not the name
     make_video(tmp_path / "clip.mp4", audio=False).rename(
         root / "UCF-101" / "Archery" / "v_Archery_g08_c01.avi")
-    params = resolve({"downstream": {"sets": {"ucf": {"format": "ucf101", "root": str(root)}},
+    params = resolve({"downstream": {"svo": None,
+                                     "sets": {"ucf": {"format": "ucf101", "root": str(root)}},
                                      "workers": 1}})
     downstream_stage.run(params, tmp_path / "out", tmp_path / "m.json")
     man = read_table(tmp_path / "out" / "ucf.parquet", "downstream")

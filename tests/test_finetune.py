@@ -298,3 +298,44 @@ def test_downstream_stage_writes_the_probes_and_quarantines_missing_images(micro
         (root / "svo_probes.csv").open(newline=""))))
     assert bad.height == 1 and gone.stem in bad["reason"][0]
     assert all(p.startswith(str(root)) for p in probes["pos_uri"])
+
+
+def test_a_killed_fine_tuning_resumes_exactly_and_a_changed_one_starts_over(labelled, tmp_path,
+                                                                           monkeypatch):
+    spec = ViewSpec(4, 16, 18, "pyav", 1, 1)
+    data = ClassifyData(labelled[:4], labelled[4:], spec, ViewSpec(4, 16, 18, "pyav", 1, 2))
+    # the paper's augmentations and dropout: the resumed run must restore every generator
+    cfg = FinetuneConfig(epochs=2, batch_size=2, loader_workers=0, warmup_epochs=0.5,
+                         mixup=0.8, cutmix=1.0, randaugment="rand-m7-n4-mstd0.5-inc1",
+                         drop_path=0.3, head_dropout=0.2, precision="fp32")
+    whole = finetune_classification(_vit(depth=2), data, cfg, 2, tmp_path / "whole", CPU, 0,
+                                    "w1")
+    fit = Trainer.fit
+
+    def killed(self, max_steps=None):
+        fit(self, max_steps=3)  # checkpoints after step 3 of 4, then dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_classification(_vit(depth=2), data, cfg, 2, tmp_path / "run", CPU, 0, "w1")
+    assert list((tmp_path / "run" / "checkpoints").glob("step-*.pt"))
+    monkeypatch.setattr(Trainer, "fit", fit)
+    resumes: list[bool] = []
+    resume = Trainer.resume
+    monkeypatch.setattr(Trainer, "resume", lambda self: resumes.append(resume(self)) or
+                        resumes[-1])
+    resumed = finetune_classification(_vit(depth=2), data, cfg, 2, tmp_path / "run", CPU, 0,
+                                      "w1")
+    assert resumes == [True]  # it went on from step 3, not from scratch
+    assert resumed.metrics["steps"] == whole.metrics["steps"] == 4
+    np.testing.assert_array_equal(resumed.probabilities, whole.probabilities)
+
+    # killed again, then the weights change: the other run's checkpoint is not resumed
+    monkeypatch.setattr(Trainer, "fit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_classification(_vit(depth=2), data, cfg, 2, tmp_path / "other", CPU, 0, "w1")
+    monkeypatch.setattr(Trainer, "fit", fit)
+    other = finetune_classification(_vit(depth=3), data, cfg, 2, tmp_path / "other", CPU, 0,
+                                    "w2")
+    assert resumes[1:] == [False, False] and other.metrics["steps"] == 4  # fresh, fresh

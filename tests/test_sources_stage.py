@@ -60,7 +60,7 @@ def test_dvc_reruns_corpus_and_downstream_when_their_directories_change(tmp_path
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "micro"
     params["corpus"] = {"source": str(videos), "workers": 1}
-    params["downstream"] = {"sets": {"mine": str(clips)}, "workers": 1}
+    params["downstream"] = {"sets": {"mine": str(clips)}, "workers": 1, "svo": None}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     videos.mkdir()
     (clips / "jump").mkdir(parents=True)

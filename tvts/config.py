@@ -241,8 +241,9 @@ class DownstreamConfig(_Section):
     # (label = the sub-folder a clip is in), or {format, root[, videos, split]}.
     sets: dict[str, str | DownstreamSource] = {"ssv2": "demo", "msrvtt": "demo"}
     # the SVO-Probes test (zero-shot, images): `demo` (the generator's, in the release's
-    # layout; params.yaml sets it with the demo sets), {root[, images]}, or null (not run)
-    svo: Literal["demo"] | SvoSource | None = None
+    # layout), {root[, images]}, or null (not run: set it so with sets of your own and no
+    # SVO-Probes copy)
+    svo: Literal["demo"] | SvoSource | None = "demo"
     workers: PositiveInt = 2
 
     @field_validator("sets")

@@ -33,7 +33,7 @@ from tvts.eval.features import ViewSpec
 from tvts.eval.metrics import topk_accuracy
 from tvts.models.classifier import VideoClassifier, with_drop_path
 from tvts.models.video_vit import VideoViT
-from tvts.storage import atomic_path
+from tvts.storage import atomic_path, atomic_write_text
 from tvts.train.checkpoint import seed_all
 from tvts.train.distributed import Dist
 from tvts.train.loop import Trainer, use_bf16
@@ -154,6 +154,22 @@ class FinetuneResult:
             return None
 
 
+def claim_run_dir(out_dir: Path, fingerprint: str) -> None:
+    """Make `out_dir` this run's: the checkpoints and logs of a run with another fingerprint
+    (killed before it finished, then the weights or the recipe changed) are removed, so the
+    trainer resumes only a run of the same fingerprint."""
+    marker = out_dir / "run.json"
+    try:
+        same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for stale in ("checkpoints", "dvclive"):
+            shutil.rmtree(out_dir / stale, ignore_errors=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}) + "\n")
+
+
 def run_fingerprint(*parts: Any) -> str:
     """A hash of the JSON of `parts` (settings, item lists, weight fingerprints)."""
     text = json.dumps(parts, sort_keys=True, default=str)
@@ -186,6 +202,7 @@ def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneCo
     done = FinetuneResult.load(out_dir / RESULT, fp)
     if done is not None:
         return done
+    claim_run_dir(out_dir, fp)
     seed_all(seed)
     model = VideoClassifier(with_drop_path(video, cfg.drop_path), len(classes),
                             cfg.head_dropout, cfg.head_init_scale)

@@ -17,7 +17,7 @@ from typing import Any
 from tvts.config import RetrievalFinetuneConfig
 from tvts.data.captioned import CaptionedDataset, CaptionedItem
 from tvts.data.tvts_dataset import TVTSCollate
-from tvts.eval.finetune import run_fingerprint
+from tvts.eval.finetune import claim_run_dir, run_fingerprint
 from tvts.models.tvts_model import TVTSModel
 from tvts.storage import atomic_path, atomic_write_text
 from tvts.train.checkpoint import seed_all
@@ -65,6 +65,7 @@ def finetune_retrieval(model: TVTSModel, data: CaptionedClips, cfg: RetrievalFin
             return RetrievalFinetune(model.eval(), info["info"], fp, info.get("failed", {}))
     if not data.pairs:
         raise ValueError("retrieval fine-tuning needs captioned training clips")
+    claim_run_dir(out_dir, fp)
     seed_all(seed)
     items = [CaptionedItem(vid, uri, caption, False) for vid, uri, caption in data.pairs]
     train_set = CaptionedDataset(items, data.frames, data.frame_size, data.resize_short,
