@@ -5,12 +5,15 @@ reuse, and the SVO-Probes test (metrics and the release's file format)."""
 from __future__ import annotations
 
 import csv
+import os
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
@@ -33,7 +36,7 @@ from tvts.train.loop import Trainer
 from tvts.train.param_groups import layer_decay_groups
 from tvts.train.schedule import lr_at
 
-from .conftest import make_video
+from .conftest import free_port, make_video
 
 CPU = Dist(0, 1, 0, torch.device("cpu"))
 
@@ -339,3 +342,68 @@ def test_a_killed_fine_tuning_resumes_exactly_and_a_changed_one_starts_over(labe
     other = finetune_classification(_vit(depth=3), data, cfg, 2, tmp_path / "other", CPU, 0,
                                     "w2")
     assert resumes[1:] == [False, False] and other.metrics["steps"] == 4  # fresh, fresh
+
+
+# the recipe both layouts run: RandAugment draws per sample; no drop path or dropout, whose
+# masks each process draws from its own stream
+_DDP_RECIPE = {"epochs": 2, "batch_size": 4, "loader_workers": 0, "warmup_epochs": 0.5,
+               "randaugment": "rand-m7-n4-mstd0.5-inc1", "drop_path": 0.0,
+               "precision": "fp32"}
+
+
+def _ddp_finetune(rank: int, world: int, port: int, clips: list, out: str) -> None:
+    from tvts.train.distributed import cleanup, setup
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    d = setup("cpu")
+    try:
+        spec = ViewSpec(4, 16, 18, "pyav", 1, 1)
+        data = ClassifyData(clips[:4], clips[4:], spec, ViewSpec(4, 16, 18, "pyav", 2, 3))
+        finetune_classification(_vit(depth=2), data, FinetuneConfig(**_DDP_RECIPE), 2,
+                                Path(out), d, 0, "w1")
+    finally:
+        cleanup()
+
+
+def test_two_process_fine_tuning_matches_one_process(labelled, tmp_path):
+    torch.set_num_threads(1)
+    spec = ViewSpec(4, 16, 18, "pyav", 1, 1)
+    data = ClassifyData(labelled[:4], labelled[4:], spec, ViewSpec(4, 16, 18, "pyav", 2, 3))
+    one = finetune_classification(_vit(depth=2), data, FinetuneConfig(**_DDP_RECIPE), 2,
+                                  tmp_path / "one", CPU, 0, "w1")
+    mp.spawn(_ddp_finetune, args=(2, free_port(), labelled, str(tmp_path / "two")), nprocs=2,
+             join=True)
+    two = FinetuneResult.load(tmp_path / "two" / "result.npz", next(iter(
+        np.load(tmp_path / "one" / "result.npz")["fingerprint"].reshape(1))).item())
+    assert two is not None  # the same fingerprint: the process layout is not part of it
+    assert two.metrics["steps"] == one.metrics["steps"] == 2
+    # each process trained on its half of every batch, DDP averaged the gradients: the same
+    # updates as one process on the whole batch
+    assert two.metrics["train_loss"] == pytest.approx(one.metrics["train_loss"], rel=1e-5)
+    np.testing.assert_allclose(two.probabilities, one.probabilities, atol=1e-5)
+
+
+def test_training_protocols_name_the_fix_for_a_split_they_cannot_use():
+    import polars as pl
+
+    from tvts.config import resolve
+    from tvts.errors import UserError
+    from tvts.eval.protocols import SetSplits, set_splits
+    from tvts.eval.trained_protocols import finetune_set, has_captioned_train, t2v_finetune_set
+    from tvts.tables import frame
+
+    rows = [{"downstream_set": "s", "downstream_id": f"c{i}", "uri": f"/x/c{i}.mp4",
+             "split": "train" if i < 3 else "test", "label": "ab"[i % 2],
+             "captions": [] if i < 3 else ["a caption"], "duration_s": 2.0} for i in range(5)]
+    splits = set_splits(frame(rows, "downstream"))
+    params = resolve({})
+    spec = ViewSpec(4, 16, 18, "pyav", 1, 1)
+    with pytest.raises(UserError, match=r"evaluate.finetune.batch_size to at most 3"):
+        finetune_set(params, "ssv2", splits, spec, {}, Path("/nonexistent"), CPU)
+    assert not has_captioned_train(splits)
+    with pytest.raises(UserError, match="t2v_finetune needs captioned clips"):
+        t2v_finetune_set(params, "s", splits, spec, {}, None, Path("/n"), Path("/n"), CPU)
+    captioned = splits.train.with_columns(pl.lit(["x"]).alias("captions"))
+    assert has_captioned_train(SetSplits(captioned, splits.test, splits.test_split))

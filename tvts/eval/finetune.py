@@ -56,6 +56,8 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 class ClassifyTask:
     """Cross-entropy on mixed clips and soft targets (or label-smoothed hard ones)."""
 
+    uses_every_parameter = True  # DDP needs no search for unused parameters
+
     def __init__(self, mixup: ClipMixup | None, label_smoothing: float):
         self.mixup, self.label_smoothing = mixup, label_smoothing
 
@@ -154,10 +156,20 @@ class FinetuneResult:
             return None
 
 
-def claim_run_dir(out_dir: Path, fingerprint: str) -> None:
+def claim_run_dir(out_dir: Path, fingerprint: str, d: Dist) -> None:
     """Make `out_dir` this run's: the checkpoints and logs of a run with another fingerprint
     (killed before it finished, then the weights or the recipe changed) are removed, so the
-    trainer resumes only a run of the same fingerprint."""
+    trainer resumes only a run of the same fingerprint. The main process decides; the others
+    wait for it before they look for a checkpoint."""
+    if d.main:
+        _claim(out_dir, fingerprint)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _claim(out_dir: Path, fingerprint: str) -> None:
     marker = out_dir / "run.json"
     try:
         same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
@@ -202,7 +214,7 @@ def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneCo
     done = FinetuneResult.load(out_dir / RESULT, fp)
     if done is not None:
         return done
-    claim_run_dir(out_dir, fp)
+    claim_run_dir(out_dir, fp, d)
     seed_all(seed)
     model = VideoClassifier(with_drop_path(video, cfg.drop_path), len(classes),
                             cfg.head_dropout, cfg.head_init_scale)

@@ -65,7 +65,7 @@ def finetune_retrieval(model: TVTSModel, data: CaptionedClips, cfg: RetrievalFin
             return RetrievalFinetune(model.eval(), info["info"], fp, info.get("failed", {}))
     if not data.pairs:
         raise ValueError("retrieval fine-tuning needs captioned training clips")
-    claim_run_dir(out_dir, fp)
+    claim_run_dir(out_dir, fp, d)
     seed_all(seed)
     items = [CaptionedItem(vid, uri, caption, False) for vid, uri, caption in data.pairs]
     train_set = CaptionedDataset(items, data.frames, data.frame_size, data.resize_short,

@@ -129,6 +129,8 @@ class Trainer:
         return model
 
     def _may_leave_unused(self) -> bool:
+        if getattr(self.task, "uses_every_parameter", False):
+            return False
         obj = getattr(self.model, "objective", None)
         sorting = getattr(self.task, "sorting", True)  # contrastive-only tasks skip the sorter
         return obj is None or not obj.contrastive or obj.sort_lambda == 0 or not sorting
