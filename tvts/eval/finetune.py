@@ -198,9 +198,10 @@ class ClassifyData:
 
 def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneConfig,
                             epochs: int, out_dir: Path, d: Dist, seed: int,
-                            weights: str) -> FinetuneResult:
-    """Fine-tune a copy of `video` with a new head on `data.train`, test on `data.test`.
-    `weights`: a fingerprint of `video`'s weights (part of the run's fingerprint)."""
+                            weights: str, test_batch: int = 8) -> FinetuneResult:
+    """Fine-tune a copy of `video` with a new head on `data.train`, test on `data.test`
+    (`test_batch` clips, all their views, per forward pass). `weights`: a fingerprint of
+    `video`'s weights (part of the run's fingerprint)."""
     classes = sorted({label for _, _, label in data.train})
     if len(classes) < 2:
         raise ValueError(f"fine-tuning needs training clips of at least two classes; the "
@@ -236,7 +237,7 @@ def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneCo
     fit = trainer.fit()
     ids, probs, failed = predict_views(model, [LabelledItem(i, u, code[lab])
                                                for i, u, lab in test],
-                                       data.test_spec, d.device, cfg.batch_size,
+                                       data.test_spec, d.device, test_batch,
                                        cfg.loader_workers, use_bf16(cfg.precision, d.device))
     label_of = {i: lab for i, _, lab in test}
     actual = [label_of[i] for i in ids]

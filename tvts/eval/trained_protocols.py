@@ -56,7 +56,7 @@ def finetune_set(params: Params, set_name: str, splits: SetSplits, test_spec: Vi
         try:
             out[name] = finetune_classification(
                 model.video, sets, cfg, epochs, out_dir / name, d, params.seed,
-                weights_fingerprint(model.video))
+                weights_fingerprint(model.video), params.evaluate.batch_size)
         except ValueError as e:
             raise UserError(f"evaluate.tasks.{set_name}: finetune: {e}") from None
     return out
