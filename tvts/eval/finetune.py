@@ -12,6 +12,7 @@ fingerprint reuses it; an interrupted run resumes from its last checkpoint.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader
 from tvts.config import FinetuneConfig
 from tvts.data.augment import ClipMixup, ClipRandAugment
 from tvts.data.labelled import LabelledClips, LabelledItem
-from tvts.data.transforms import normalize
+from tvts.data.transforms import batch_to, normalize
 from tvts.eval.features import ViewSpec
 from tvts.eval.metrics import topk_accuracy
 from tvts.models.classifier import VideoClassifier, with_drop_path
@@ -72,8 +73,6 @@ class ClassifyTask:
 
     def validate(self, model: nn.Module, loader: DataLoader, device: torch.device
                  ) -> dict[str, float]:
-        from tvts.data.transforms import batch_to
-
         hits = n = 0
         for batch in loader:
             batch = batch_to(batch, device)
@@ -131,8 +130,6 @@ class FinetuneResult:
     failed: list[tuple[str, str]]
 
     def save(self, path: Path, fingerprint: str) -> None:
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, fingerprint=np.array(fingerprint), metrics=np.array(json.dumps(
             self.metrics)), ids=np.array(self.ids, dtype=str),

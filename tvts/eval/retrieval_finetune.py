@@ -46,7 +46,6 @@ class CaptionedClips:
 class RetrievalFinetune:
     model: TVTSModel  # fine-tuned (eval mode)
     info: dict[str, Any]  # steps, pairs, clips, train loss
-    fingerprint: str
     failed: dict[str, str]  # training clips that did not decode (replaced), and why
 
 
@@ -62,7 +61,7 @@ def finetune_retrieval(model: TVTSModel, data: CaptionedClips, cfg: RetrievalFin
         info = json.loads(result.read_text())
         if info.get("fingerprint") == fp:
             model.load_state_dict(load_file(str(saved)))
-            return RetrievalFinetune(model.eval(), info["info"], fp, info.get("failed", {}))
+            return RetrievalFinetune(model.eval(), info["info"], info.get("failed", {}))
     if not data.pairs:
         raise ValueError("retrieval fine-tuning needs captioned training clips")
     claim_run_dir(out_dir, fp, d)
@@ -86,4 +85,4 @@ def finetune_retrieval(model: TVTSModel, data: CaptionedClips, cfg: RetrievalFin
         atomic_write_text(result, json.dumps({"fingerprint": fp, "info": info,
                                               "failed": trainer.skipped}, indent=1))
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    return RetrievalFinetune(model.eval(), info, fp, dict(trainer.skipped))
+    return RetrievalFinetune(model.eval(), info, dict(trainer.skipped))

@@ -35,32 +35,41 @@ def load_image(path: str, frame_size: int, resize_short: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def image_vectors(model: Any, paths: Sequence[str], frame_size: int, resize_short: int,
-                  device: torch.device, batch: int = 64) -> torch.Tensor:
-    """Images -> unit vectors in the contrastive space."""
-    out = []
+def image_vectors(models: dict[str, Any], paths: Sequence[str], frame_size: int,
+                  resize_short: int, device: torch.device, batch: int = 64
+                  ) -> dict[str, torch.Tensor]:
+    """Images -> unit vectors in each model's contrastive space; each image is read once for
+    all the models."""
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in models}
     for i in range(0, len(paths), batch):
-        clips = torch.stack([load_image(p, frame_size, resize_short)
-                             for p in paths[i:i + batch]])
-        cls, _ = model.video(normalize(clips.to(device)))
-        out.append(F.normalize(model.proj.video(cls).float(), dim=-1).cpu())
-    return torch.cat(out)
+        clips = normalize(torch.stack([load_image(p, frame_size, resize_short)
+                                       for p in paths[i:i + batch]]).to(device))
+        for name, model in models.items():
+            cls, _ = model.video(clips)
+            out[name].append(F.normalize(model.proj.video(cls).float(), dim=-1).cpu())
+    return {name: torch.cat(v) for name, v in out.items()}
 
 
-def similarities(model: Any, tokenizer: Any, probes: pl.DataFrame, frame_size: int,
-                 resize_short: int, max_tokens: int, device: torch.device, batch: int = 64
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarity of each probe's sentence with its positive and its negative image."""
+def similarities(models: dict[str, Any], tokenizer: Any, probes: pl.DataFrame,
+                 frame_size: int, resize_short: int, max_tokens: int, device: torch.device,
+                 batch: int = 64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per model, the cosine similarity of each probe's sentence with its positive and its
+    negative image."""
     paths = sorted(set(probes["pos_uri"]) | set(probes["neg_uri"]))
     row = {p: i for i, p in enumerate(paths)}
-    images = image_vectors(model, paths, frame_size, resize_short, device, batch)
+    pos_rows = [row[p] for p in probes["pos_uri"]]
+    neg_rows = [row[p] for p in probes["neg_uri"]]
     sentences = sorted(set(probes["sentence"]))
     col = {s: i for i, s in enumerate(sentences)}
-    text = encode_captions(model, tokenizer, sentences, max_tokens, device, batch)
-    t = text[[col[s] for s in probes["sentence"]]]
-    pos = (images[[row[p] for p in probes["pos_uri"]]] * t).sum(-1)
-    neg = (images[[row[p] for p in probes["neg_uri"]]] * t).sum(-1)
-    return pos.numpy(), neg.numpy()
+    text_rows = [col[s] for s in probes["sentence"]]
+    out = {}
+    for name, images in image_vectors(models, paths, frame_size, resize_short, device,
+                                      batch).items():
+        text = encode_captions(models[name], tokenizer, sentences, max_tokens, device,
+                               batch)[text_rows]
+        out[name] = ((images[pos_rows] * text).sum(-1).numpy(),
+                     (images[neg_rows] * text).sum(-1).numpy())
+    return out
 
 
 def svo_metrics(pos: np.ndarray, neg: np.ndarray, neg_types: Sequence[str],

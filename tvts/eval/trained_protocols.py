@@ -110,10 +110,8 @@ def svo_test(params: Params, path: Path, models: dict[str, TVTSModel], tokenizer
     if not probes.height:
         raise UserError(f"{path} holds no usable probe (see data/downstream/quarantine.parquet)")
     d, ev = params.data, params.evaluate
-    out = {}
-    for name, model in models.items():
-        pos, neg = similarities(model, tokenizer, probes, d.frame_size, d.resize_short,
-                                ev.max_caption_tokens, device, ev.svo.batch_size)
-        out[name] = rounded(svo_metrics(pos, neg, probes["neg_type"].to_list(),
-                                        ev.svo.thresholds))
-    return out
+    sims = similarities(models, tokenizer, probes, d.frame_size, d.resize_short,
+                        ev.max_caption_tokens, device, ev.svo.batch_size)
+    kinds = probes["neg_type"].to_list()
+    return {name: rounded(svo_metrics(pos, neg, kinds, ev.svo.thresholds))
+            for name, (pos, neg) in sims.items()}
