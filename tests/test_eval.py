@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 import torch
 
-from tvts.eval.metrics import label_retrieval, ranks, retrieval_metrics, topk_accuracy
+from tvts.eval.metrics import (
+    degeneracy,
+    hit_rates,
+    label_retrieval,
+    ranks,
+    retrieval_metrics,
+    topk_accuracy,
+)
 from tvts.eval.probes import ProbeSettings, attentive_probe, linear_probe
 
 from .conftest import make_video
@@ -16,16 +23,21 @@ from .conftest import make_video
 
 # ---------------------------------------------------------------- retrieval metrics
 def reference_metrics(sim: np.ndarray, targets: np.ndarray, ks=(1, 5, 10, 50)) -> dict:
-    """The published definitions, written out plainly: rank = 1 + number of items scoring
-    strictly above the ground truth; MedR = numpy median; MeanR = mean."""
-    r = []
+    """The averaging rule written out plainly: every order of the items tied with the ground
+    truth is equally likely; R@k is the share of (query, order) pairs with the ground truth in
+    the first k, a query's rank the mean of its positions over the orders."""
+    rank, hits = [], {k: [] for k in ks}
     for q in range(sim.shape[0]):
         truth = sim[q, targets[q]]
-        r.append(1 + sum(1 for j in range(sim.shape[1]) if sim[q, j] > truth))
-    r = np.array(r, dtype=float)
-    out = {f"R@{k}": 100.0 * np.mean(r <= k) for k in ks}
-    out["MedR"] = float(np.median(r))
-    out["MeanR"] = float(np.mean(r))
+        ahead = sum(1 for j in range(sim.shape[1]) if sim[q, j] > truth)
+        tied = sum(1 for j in range(sim.shape[1]) if sim[q, j] == truth)
+        positions = [ahead + p for p in range(1, tied + 1)]  # each equally likely
+        rank.append(np.mean(positions))
+        for k in ks:
+            hits[k].append(np.mean([p <= k for p in positions]))
+    out = {f"R@{k}": 100.0 * np.mean(hits[k]) for k in ks}
+    out["MedR"] = float(np.median(rank))
+    out["MeanR"] = float(np.mean(rank))
     return out
 
 
@@ -41,9 +53,24 @@ def test_medr_is_the_mean_of_the_two_middle_ranks():
     assert m["R@1"] == 25.0 and m["R@5"] == 100.0 and m["R@50"] == 100.0
 
 
-def test_ties_are_optimistic():
+def test_ties_take_the_mean_over_the_tied_block():
     sim = torch.tensor([[0.5, 0.5, 0.5], [0.2, 0.2, 0.9], [0.1, 0.1, 0.1]])
-    assert ranks(sim).tolist() == [1, 2, 1]
+    # query 0: three tied -> rank 2; query 1: one ahead, two tied -> 2.5; query 2: 2
+    assert ranks(sim).tolist() == [2.0, 2.5, 2.0]
+    assert retrieval_metrics(sim, (1, 2))["R@1"] == pytest.approx(100 * (1 / 3 + 0 + 1 / 3) / 3)
+
+
+@pytest.mark.parametrize("n", [2, 7, 50, 101])
+def test_a_collapsed_encoder_scores_chance_not_a_perfect_recall(n):
+    # every clip mapped to one vector: every item ties with the ground truth
+    m = retrieval_metrics(torch.ones(n, n), (1, 5, 10))
+    assert m["R@1"] == pytest.approx(100 / n)
+    assert m["R@5"] == pytest.approx(100 * min(5, n) / n)
+    assert m["MedR"] == pytest.approx((n + 1) / 2) and m["MeanR"] == pytest.approx((n + 1) / 2)
+    labels = torch.arange(n) % 2
+    v2v = label_retrieval(torch.ones(n, n), labels, labels, (1,), torch.arange(n))
+    same = [(labels == labels[q]).sum().item() - 1 for q in range(n)]
+    assert v2v["R@1"] == pytest.approx(100 * np.mean([s / (n - 1) for s in same]))
 
 
 @pytest.mark.parametrize("queries", [7, 8, 33, 64])
@@ -54,6 +81,34 @@ def test_against_the_reference_definitions_with_ties(queries):
     ours = retrieval_metrics(torch.from_numpy(sim), targets=torch.from_numpy(targets))
     ref = reference_metrics(sim, targets)
     assert ours == pytest.approx(ref)
+
+
+def test_several_ground_truths_count_the_first_one_found():
+    from itertools import permutations
+
+    # one query, items 0..4: items 1 and 3 are ground truths; 0 scores above, 1-4 tie
+    sim = torch.tensor([[0.9, 0.5, 0.5, 0.5, 0.5]])
+    positive = torch.tensor([[False, True, False, True, False]])
+    block = [1, 2, 3, 4]
+    firsts, hits = [], {1: [], 2: [], 3: []}
+    for order in permutations(block):  # every order of the tied block, equally likely
+        pos = 1 + next(i for i, item in enumerate(order, 1) if positive[0, item])
+        firsts.append(pos)
+        for k in hits:
+            hits[k].append(pos <= k)
+    got = hit_rates(sim, positive, (1, 2, 3))
+    assert got["MeanR"] == pytest.approx(np.mean(firsts))
+    for k in hits:
+        assert got[f"R@{k}"] == pytest.approx(100 * np.mean(hits[k]))
+
+
+def test_degenerate_features_are_named():
+    rng = np.random.default_rng(0)
+    assert degeneracy(rng.normal(size=(40, 16)), "ok") is None
+    assert "near-constant" in degeneracy(np.ones((40, 16)) + 1e-9 * rng.normal(size=(40, 16)),
+                                         "flat")
+    low = rng.normal(size=(40, 1)) @ rng.normal(size=(1, 64))  # rank 1
+    assert "rank-deficient" in degeneracy(low + 5, "low")
 
 
 def test_multi_caption_queries_map_to_their_video():
@@ -71,7 +126,8 @@ def test_video_to_video_excludes_the_query_itself():
     sim = gallery[:2] @ gallery.T  # queries are items 0 and 1: each is most similar to itself
     sim[0, 1] = 0.5  # item 1 shares query 0's label
     out = label_retrieval(sim, labels[:2], labels, (1,), exclude=torch.tensor([0, 1]))
-    assert out["R@1"] == 50.0  # query 0 finds item 1; query 1's next best is a tie at 0
+    # query 0 finds item 1; query 1's next best is a three-way tie at 0, one of its label
+    assert out["R@1"] == pytest.approx(100 * (1 + 1 / 3) / 2)
     assert label_retrieval(sim, labels[:2], labels, (1,))["R@1"] == 100.0  # itself, if allowed
 
 
@@ -162,7 +218,7 @@ def test_extraction_shapes_cache_and_one_decode_for_all_encoders(clips, tmp_path
     calls = []
     monkeypatch.setattr(F.FrozenEncoder, "encode",
                         lambda self, *a_: calls.append(1) or pytest.fail("re-encoded"))
-    again = F.extract(items, encs, spec, tmp_path / "f", num_shards=3, workers=0)
+    again = F.extract(items, encs, spec, tmp_path / "f", num_shards=3, batch_size=2, workers=0)
     assert again.clips_decoded == 0 and again.shards_reused == again.shards_total
     np.testing.assert_array_equal(again.features["a"].select(a.ids).cls, a.cls)
 

@@ -232,6 +232,14 @@ def test_finetune_classification_runs_and_is_reused(labelled, tmp_path, monkeypa
     assert FinetuneResult.load(tmp_path / "run" / "result.npz", "other") is None
     with pytest.raises(RuntimeError, match="trained again"):  # other weights: a new run
         finetune_classification(vit, data, cfg, 2, tmp_path / "run", CPU, 0, "w2")
+    with pytest.raises(RuntimeError, match="trained again"):  # another test batch
+        finetune_classification(vit, data, cfg, 2, tmp_path / "run", CPU, 0, "w1", test_batch=3)
+    import tvts.eval.finetune as finetune_module
+
+    # an edit of the code that fine-tunes (e.g. the head's module): a new run, not the cache
+    monkeypatch.setattr(finetune_module, "code_digest", lambda *modules: "edited")
+    with pytest.raises(RuntimeError, match="trained again"):
+        finetune_classification(vit, data, cfg, 2, tmp_path / "run", CPU, 0, "w1")
 
 
 # ---------------------------------------------------------------- SVO probes

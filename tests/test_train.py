@@ -394,10 +394,13 @@ def test_validation_retrieval_counts_a_clip_of_the_same_video_as_a_hit():
     v = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     t = torch.tensor([[0.8, 0.2, 0.0], [0.8, 0.2, 0.0], [0.0, 1.0, 0.0], [0.0, 0.1, 1.0]])
     got = _retrieval([v], [t], ["a", "a", "b", "c"])
-    assert got == {"val/r1_v2t": 100.0, "val/r1_t2v": 100.0}
+    assert got == {"val/r1_v2t": 100.0, "val/r1_t2v": 100.0, "val/r1_chance": 37.5}
     # other videos' clips are still misses
     wrong = _retrieval([v], [t.roll(1, 0)], ["a", "a", "b", "c"])
     assert wrong["val/r1_t2v"] < 100.0
+    # a collapsed model (every vector equal) scores chance, not 100: ties are averaged
+    flat = _retrieval([torch.ones(4, 3)], [torch.ones(4, 3)], ["a", "a", "b", "c"])
+    assert flat["val/r1_t2v"] == pytest.approx(flat["val/r1_chance"])
 
 
 def test_groups_alternate_modality_in_blocks_so_every_rank_draws_the_same_one():

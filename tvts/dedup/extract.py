@@ -2,10 +2,10 @@
 
 Items map to shards by a hash of their key (as the ASR journals do). A shard is one .npz file
 written atomically once all its items are done, carrying a fingerprint of the encoder, the
-frame sampling, the views and their rules, the code that computes the vectors and the shard's
-items: a rerun skips every shard whose file matches, so an
-interrupted run redoes at most the shards in flight, and adding videos redoes only the
-shards they land in. Items that cannot be decoded are recorded with the reason.
+frame sampling, the views and their rules, the code that computes the vectors (this module
+and what it imports: tvts.provenance) and the shard's items: a rerun skips every shard whose
+file matches, so an interrupted run redoes at most the shards in flight, and adding videos
+redoes only the shards they land in. Items that cannot be decoded are recorded with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tvts.dedup.encoders import EncoderSpec, FrameEncoder, build_encoder
 from tvts.dedup.frames import centre_crop, clip_times, query_times, read_frames_at
 from tvts.dedup.views import ViewSet, index_views, prepare, query_views
 from tvts.parallel import process_map
+from tvts.provenance import code_digest
 from tvts.storage import atomic_path, local_file
 from tvts.video.decoders import DecodeError
 
@@ -54,17 +55,6 @@ class Sampling:
             return clip_times(duration_s, self.frames)
         assert self.fps is not None
         return query_times(duration_s, self.fps, self.max_frames)
-
-
-@lru_cache(maxsize=1)
-def code_digest() -> str:
-    """A hash of the code that turns frames into vectors: part of every shard's fingerprint, so
-    a changed descriptor, view or bar rule re-extracts instead of serving stale features."""
-    h = hashlib.blake2b(digest_size=8)
-    here = Path(__file__).parent
-    for name in ("borders.py", "views.py", "encoders.py", "frames.py", "extract.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()
 
 
 @lru_cache(maxsize=2)
@@ -220,7 +210,7 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
     views = views or ViewSet()
     enc = _encoder(encoder)
     settings = (f"{enc.signature()}|{sampling}|{views}|{indexed}|{decode_size}|{decoder}|"
-                f"{code_digest()}")
+                f"{code_digest(__name__)}")
     by_shard: dict[int, list[FeatureItem]] = {}
     for it in items:
         shard = shard_of(it.key, num_shards)

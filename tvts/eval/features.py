@@ -3,7 +3,8 @@
 Each clip is decoded once (T temporal x S spatial views, VideoMAE's multi-view test) and every
 encoder that still needs the clip runs on the decoded views: decoding, not the encoder, is the
 cost on a CPU, so several encoders share one decode. Per encoder a shard is one .npz written
-atomically with a fingerprint of the encoder's weights, the view settings and the shard's items
+atomically with a fingerprint of the encoder's weights, the code that computes the arrays
+(tvts.provenance), the view settings, the batch and device, and the shard's items
 (ids, paths, file size and mtime): a rerun reuses every matching shard, an interrupted run redoes
 only unfinished shards, and new clips redo only the shards they land in (the dedup stage's
 pattern). A clip that cannot be decoded is recorded with its reason.
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader
 from tvts.asr.journal import in_part, shard_of
 from tvts.data.labelled import LabelledClips, LabelledItem
 from tvts.data.transforms import normalize
+from tvts.provenance import code_digest, model_modules
 from tvts.storage import atomic_path
 
 ARRAYS = ("cls", "mean", "vec", "tokens")
@@ -93,7 +95,9 @@ class FrozenEncoder:
 
     def __init__(self, name: str, video: nn.Module, projection: nn.Module, fingerprint: str):
         self.name, self.video, self.projection = name, video.eval(), projection.eval()
-        self.fingerprint = fingerprint
+        # the weights, and the code that turns clips into these arrays
+        self.fingerprint = (f"{fingerprint}|"
+                            f"{code_digest(__name__, *model_modules(video, projection))}")
 
     @torch.no_grad()
     def encode(self, clips: torch.Tensor, grid: int) -> dict[str, np.ndarray]:
@@ -125,8 +129,11 @@ def weights_fingerprint(*modules: nn.Module) -> str:
     return h.hexdigest()
 
 
-def shard_fingerprint(encoder: FrozenEncoder, spec: ViewSpec, items: Sequence[ClipItem]) -> str:
-    h = hashlib.blake2b(f"{encoder.fingerprint}|{spec}".encode(), digest_size=16)
+def shard_fingerprint(encoder: FrozenEncoder, spec: ViewSpec, items: Sequence[ClipItem],
+                      numerics: str = "") -> str:
+    """Weights and code (the encoder's), views, items and `numerics` (what changes the
+    arithmetic: the batch and the device)."""
+    h = hashlib.blake2b(f"{encoder.fingerprint}|{spec}|{numerics}".encode(), digest_size=16)
     for it in sorted(items, key=lambda i: i.item_id):
         h.update(f"\n{it.item_id}\t{it.uri}\t{it.stamp}".encode())
     return h.hexdigest()
@@ -185,6 +192,7 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
     """Features of `items` for every encoder under `out_dir/<encoder>/shard-*.npz`. With
     `part` = (i, n) only shards s with s % n == i (one part of a fan-out)."""
     out_dir, device = Path(out_dir), device or torch.device("cpu")
+    numerics = f"batch={batch_size}|{device.type}"
     by_shard: dict[int, list[ClipItem]] = {}
     for it in items:
         shard = shard_of(it.item_id, num_shards)
@@ -198,7 +206,8 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
     todo: dict[int, list[FrozenEncoder]] = {}
     for shard, shard_items in sorted(by_shard.items()):
         for enc in encoders:
-            feats = load_shard(path(enc, shard), shard_fingerprint(enc, spec, shard_items))
+            feats = load_shard(path(enc, shard),
+                               shard_fingerprint(enc, spec, shard_items, numerics))
             if feats is None:
                 todo.setdefault(shard, []).append(enc)
             else:
@@ -243,7 +252,8 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
             if remaining[shard] == 0:
                 for enc in todo[shard]:
                     feats = _stack(acc.pop((enc.name, shard)), spec.views)
-                    _save(path(enc, shard), shard_fingerprint(enc, spec, by_shard[shard]), feats)
+                    _save(path(enc, shard),
+                          shard_fingerprint(enc, spec, by_shard[shard], numerics), feats)
                     loaded[(enc.name, shard)] = feats
         tick(len(batch))
     # only this run's shards: a changed shard count leaves old files that must not count

@@ -34,6 +34,7 @@ from tvts.eval.features import ViewSpec
 from tvts.eval.metrics import topk_accuracy
 from tvts.models.classifier import VideoClassifier, with_drop_path
 from tvts.models.video_vit import VideoViT
+from tvts.provenance import code_digest, model_modules
 from tvts.storage import atomic_path, atomic_write_text
 from tvts.train.checkpoint import seed_all
 from tvts.train.distributed import Dist
@@ -207,8 +208,13 @@ def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneCo
     test = [t for t in data.test if t[2] in code]
     if not test:
         raise ValueError("fine-tuning has no test clip of a class seen in training")
+    bf16 = use_bf16(cfg.precision, d.device)
+    # the code that trains and tests (this module's imports, the model's classes) and what
+    # changes the arithmetic (test batch, device, precision) are part of the result's key
     fp = run_fingerprint("finetune", weights, cfg.model_dump(mode="json"), epochs,
-                         data.train, test, data.train_spec, data.test_spec, seed)
+                         data.train, test, data.train_spec, data.test_spec, seed,
+                         code_digest(__name__, *model_modules(video)),
+                         {"test_batch": test_batch, "device": d.device.type, "bf16": bf16})
     done = FinetuneResult.load(out_dir / RESULT, fp)
     if done is not None:
         return done
@@ -235,7 +241,7 @@ def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneCo
     ids, probs, failed = predict_views(model, [LabelledItem(i, u, code[lab])
                                                for i, u, lab in test],
                                        data.test_spec, d.device, test_batch,
-                                       cfg.loader_workers, use_bf16(cfg.precision, d.device))
+                                       cfg.loader_workers, bf16)
     label_of = {i: lab for i, _, lab in test}
     actual = [label_of[i] for i in ids]
     metrics = topk_accuracy(torch.as_tensor(probs), torch.tensor([code[a] for a in actual]))

@@ -19,6 +19,7 @@ from tvts.data.captioned import CaptionedDataset, CaptionedItem
 from tvts.data.tvts_dataset import TVTSCollate
 from tvts.eval.finetune import claim_run_dir, run_fingerprint
 from tvts.models.tvts_model import TVTSModel
+from tvts.provenance import code_digest, model_modules
 from tvts.storage import atomic_path, atomic_write_text
 from tvts.train.checkpoint import seed_all
 from tvts.train.distributed import Dist
@@ -55,7 +56,9 @@ def finetune_retrieval(model: TVTSModel, data: CaptionedClips, cfg: RetrievalFin
     pairs) is loaded from `out_dir` instead of trained again."""
     from safetensors.torch import load_file, save_file
 
-    fp = run_fingerprint("t2v_finetune", weights, cfg.model_dump(mode="json"), data, seed)
+    # the code that trains (this module's imports, the model's classes) and the device
+    fp = run_fingerprint("t2v_finetune", weights, cfg.model_dump(mode="json"), data, seed,
+                         code_digest(__name__, *model_modules(model)), d.device.type)
     result, saved = out_dir / RESULT, out_dir / WEIGHTS
     if result.exists() and saved.exists():
         info = json.loads(result.read_text())

@@ -17,6 +17,7 @@ from tvts.asr.journal import in_part, shard_of
 from tvts.config import PackConfig, S3Config
 from tvts.pack.shards import PackSettings, ShardJob, VideoToPack, write_shard
 from tvts.parallel import process_map
+from tvts.provenance import code_digest
 from tvts.storage import file_stamp
 from tvts.tables import frame
 
@@ -28,7 +29,8 @@ def settings_for(cfg: PackConfig, short_side: int, decoder: str) -> PackSettings
 def plan(videos: pl.DataFrame, cfg: PackConfig, settings: PackSettings, out_dir: str | Path,
          s3: S3Config, cache_dir: str, part: tuple[int, int] | None = None) -> list[ShardJob]:
     """One job per non-empty shard (of part i/n only, with `part`), each fingerprinted by
-    the settings and its videos (ids, URIs, file sizes and times)."""
+    the settings, its videos (ids, URIs, file sizes and times) and the code that packs."""
+    code = code_digest("tvts.pack.shards")
     by_shard: dict[int, list[VideoToPack]] = {}
     for r in videos.sort("video_id").iter_rows(named=True):
         s = shard_of(r["video_id"], cfg.num_shards)
@@ -37,7 +39,7 @@ def plan(videos: pl.DataFrame, cfg: PackConfig, settings: PackSettings, out_dir:
                 r["video_id"], r["uri"], r["width"], r["height"], file_stamp(r["uri"])))
     jobs = []
     for s, vids in sorted(by_shard.items()):
-        key = json.dumps([asdict(settings), [asdict(v) for v in vids]], sort_keys=True)
+        key = json.dumps([code, asdict(settings), [asdict(v) for v in vids]], sort_keys=True)
         fp = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
         jobs.append(ShardJob(s, tuple(vids), settings, str(out_dir), fp, s3, cache_dir))
     return jobs

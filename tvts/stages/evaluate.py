@@ -28,6 +28,7 @@ from tvts.eval.encoders import load_exported, random_model
 from tvts.eval.features import ClipItem, FrozenEncoder, ViewSpec, extract, weights_fingerprint
 from tvts.eval.figures import top5_clips
 from tvts.eval.finetune import FinetuneResult
+from tvts.eval.metrics import degeneracy
 from tvts.eval.probes import ProbeSettings
 from tvts.eval.protocols import classify, set_splits, text_to_video, video_to_video
 from tvts.eval.sorting import sort_accuracies
@@ -178,6 +179,7 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
     d = params.data
     metrics: dict[str, Any] = {}
     failed: list[dict[str, Any]] = []
+    warnings: list[str] = []  # degenerate features: figures that rank nothing
     timing: dict[str, float] = {}
     confusion_dir, figures_dir = report_dir / "confusion", report_dir / "figures"
     if not shards:  # a part leaves the stage's reports alone
@@ -212,6 +214,9 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                               f"{part}-{spec.tag()}", cfg.num_shards, cfg.batch_size,
                               cfg.loader_workers, device, bar.update, shards)
             feats[part] = res.features
+            if part == "test":
+                warnings += [w for name, f in res.features.items() if (w := degeneracy(
+                    getattr(f, cfg.linear.pooling).mean(1), f"{set_name} {name}"))]
             failed += [{"video_id": f"{set_name}/{k}", "uri": None, "stage": STAGE,
                         "reason": r} for k, r in next(iter(res.features.values())).failed]
         timing[f"{set_name}_features_s"] = round(time.perf_counter() - t_set, 2)
@@ -303,6 +308,9 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
     record_params(params, report_dir)
     timing["total_s"] = round(time.perf_counter() - t0, 2)
     metrics["timing"] = timing
+    if warnings:
+        metrics["warnings"] = warnings
     write_metrics(metrics_path, headline_metrics(metrics), metrics)
     atomic_write_text(report_dir / "summary.md", summary_table(metrics))
-    return "evaluate: " + headline(metrics) + f"; {timing['total_s']:.0f} s"
+    return ("evaluate: " + headline(metrics) + f"; {timing['total_s']:.0f} s"
+            + "".join(f"\nWARNING {w}" for w in warnings))

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tvts.data.transforms import batch_to
+from tvts.eval.metrics import hit_rates
 from tvts.eval.sorting import other_video_hits
 from tvts.losses import group_ids
 
@@ -30,16 +31,19 @@ def _groups(batch: dict[str, Any]) -> torch.Tensor | None:
 
 def _retrieval(videos: list[torch.Tensor], texts: list[torch.Tensor], ids: list[str]
                ) -> dict[str, float]:
-    """R@1 in percent, video->text and text->video, over every validation clip. A retrieved
-    clip of the query's own video counts as a hit: other clips of one video share its
-    subject, and scoring them as misses put R@1 at the chance of 1/clips-per-video."""
+    """R@1 in percent, video->text and text->video, over every validation clip, ties averaged
+    (`hit_rates`, as the evaluate stage). A retrieved clip of the query's own video counts as
+    a hit: other clips of one video share its subject, and scoring them as misses put R@1 at
+    the chance of 1/clips-per-video."""
     v = F.normalize(torch.cat(videos).float(), dim=-1)
     t = F.normalize(torch.cat(texts).float(), dim=-1)
     sim = v @ t.T
     g = group_ids(ids)
-    v2t = (g[sim.argmax(1)] == g).float().mean()
-    t2v = (g[sim.argmax(0)] == g).float().mean()
-    return {"val/r1_v2t": 100 * float(v2t), "val/r1_t2v": 100 * float(t2v)}
+    same = g[:, None] == g[None, :]
+    return {"val/r1_v2t": hit_rates(sim, same, (1,), with_ranks=False)["R@1"],
+            "val/r1_t2v": hit_rates(sim.T, same.T, (1,), with_ranks=False)["R@1"],
+            # what a model that cannot tell the clips apart scores
+            "val/r1_chance": float((same.sum(1).double() / len(g)).mean() * 100)}
 
 
 class PretrainTask:
