@@ -361,3 +361,32 @@ def test_text_only_sorter_finds_a_text_shortcut_and_only_then(cue):
         assert r["acc"] > 0.9
     else:  # order-free scripts: nothing to learn from the text
         assert abs(r["acc"] - 0.25) < 0.1
+
+
+# ---------------------------------------------------------------- floors
+def test_random_floor_is_untrained_and_init_is_the_start_point(monkeypatch):
+    from tvts.config import resolve
+    from tvts.eval import encoders
+    from tvts.models import factory
+
+    loaded = []
+
+    def fake_load(model, path):  # stands for ImageMAE weights: a recognisable constant
+        loaded.append(path)
+        with torch.no_grad():
+            model.cls_token.fill_(0.5)
+        return type("Report", (), {"summary": lambda self: "fake"})()
+
+    monkeypatch.setattr(factory, "load_image_vit", fake_load)
+    demo = resolve({"profile": "micro"})
+    assert not encoders.init_differs(demo)
+    assert torch.equal(encoders.random_model(demo).video.cls_token,
+                       encoders.init_model(demo).video.cls_token)
+    paper_like = resolve({"profile": "micro", "model": {"video": {"init": "/w/mae.pth"}}})
+    assert encoders.init_differs(paper_like)
+    rand, init = encoders.random_model(paper_like), encoders.init_model(paper_like)
+    assert loaded == ["/w/mae.pth"]  # only the init floor loads the start weights
+    assert torch.all(init.video.cls_token == 0.5)
+    assert not torch.all(rand.video.cls_token == 0.5)
+    # seeded: the random floor is the same model in every run
+    torch.testing.assert_close(rand.state_dict(), encoders.random_model(paper_like).state_dict())

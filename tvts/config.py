@@ -489,7 +489,7 @@ class PostPretrainConfig(_TrainingConfig):
 
 
 EVAL_PROTOCOLS = ("linear", "attentive", "v2v", "t2v", "finetune", "t2v_finetune")
-EVAL_ENCODERS = ("pretrain", "post_pretrain", "random")
+EVAL_ENCODERS = ("pretrain", "post_pretrain", "random", "init")
 
 
 class LinearProbeConfig(_Section):
@@ -586,9 +586,10 @@ class SvoEvalConfig(_Section):
 
 class EvaluateConfig(_Section):
     recall_at: list[PositiveInt] = [1, 5, 10, 50]
-    # exported encoders to evaluate; `random`: the same architecture with seeded random
-    # weights (the model before its first step), so the floor is in every run
-    encoders: Annotated[list[Literal["pretrain", "post_pretrain", "random"]],
+    # exported encoders to evaluate; floors of the same architecture, so they are in every
+    # run: `random` (seeded untrained video encoder) and `init` (pretraining's start point,
+    # model.video.init loaded: the paper's Mscratch; left out where it is `random` again)
+    encoders: Annotated[list[Literal["pretrain", "post_pretrain", "random", "init"]],
                         Field(min_length=1)] = ["pretrain", "post_pretrain", "random"]
     # set (a name in downstream.sets) -> protocols: linear, attentive, v2v, t2v. null: every
     # set of downstream.sets with the protocols its kind takes (classification sets: linear,

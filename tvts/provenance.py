@@ -5,8 +5,9 @@ Persisted caches (feature shards, fine-tuning results, packed shards) are reused
 when their fingerprint matches; a fingerprint that covered only weights and settings served
 results of old code after a bug fix. `code_digest` hashes the source of every project module
 the producing code can run (the static import closure of its entry modules, imports inside
-functions included), so an edit there invalidates the cache and an edit elsewhere does not.
-The same closure tells which files a DVC stage depends on (tests/test_stage_deps.py).
+functions included, `if TYPE_CHECKING:` blocks not), so an edit there invalidates the cache
+and an edit elsewhere does not. The same closure tells which files a DVC stage depends on
+(tests/test_stage_deps.py).
 """
 
 from __future__ import annotations
@@ -30,24 +31,47 @@ def module_path(name: str, root: Path = ROOT) -> Path | None:
     return None
 
 
+def _type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Import statements anywhere in `tree` (inside functions too), except under `if
+    TYPE_CHECKING:`, which never runs."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif _type_checking(node):
+            todo += getattr(node, "orelse", [])
+        else:
+            todo += ast.iter_child_nodes(node)
+    return found
+
+
 def _imported(name: str, path: Path) -> set[str]:
-    """Project modules `path` (module `name`) names in any import statement."""
+    """Project modules `path` (module `name`) names in its import statements."""
     tree = ast.parse(path.read_bytes(), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _imports(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            found.add(target)
-            # `from tvts.eval import features` imports a module, not a name
-            found.update(f"{target}.{a.name}" for a in node.names)
+            continue
+        if node.level:
+            parts = package.split(".")
+            base = ".".join(parts[:len(parts) - node.level + 1])
+            target = f"{base}.{node.module}" if node.module else base
+        else:
+            target = node.module or ""
+        found.add(target)
+        # `from tvts.eval import features` imports a module, not a name
+        found.update(f"{target}.{a.name}" for a in node.names)
     return {f for f in found if f.split(".")[0] in PACKAGES}
 
 

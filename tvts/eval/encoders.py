@@ -1,5 +1,8 @@
-"""The models the evaluate stage compares: exported TVTS models (`models/<stage>/`) and the
-random-weights floor (the same architecture as built before the first training step)."""
+"""The models the evaluate stage compares: exported TVTS models (`models/<stage>/`) and two
+floors of the same architecture: `random` (a truly untrained video encoder, seeded) and `init`
+(the start point of pretraining, before any video training: the ImageMAE weights of
+`model.video.init` at paper scale, the paper's Mscratch). The two are one model when
+`model.video.init` is unset or `scratch` (the demo)."""
 
 from __future__ import annotations
 
@@ -37,7 +40,21 @@ def load_exported(params: Params, directory: str | Path) -> TVTSModel:
     return model.eval()
 
 
-def random_model(params: Params) -> TVTSModel:
-    """Seeded random weights: what pretraining starts from (same seed, same build)."""
+def init_model(params: Params) -> TVTSModel:
+    """What pretraining starts from: the same seed and build, `model.video.init` loaded."""
     torch.manual_seed(params.seed)
     return build_tvts(params).eval()
+
+
+def random_model(params: Params) -> TVTSModel:
+    """Seeded random weights, whatever `model.video.init` says (the text encoder is the
+    pretrained one the method always starts from)."""
+    video = params.model.video.model_copy(update={"init": "scratch"})
+    scratch = params.model_copy(update={"model": params.model.model_copy(
+        update={"video": video})})
+    return init_model(scratch)
+
+
+def init_differs(params: Params) -> bool:
+    """Whether the `init` floor is another model than `random`."""
+    return params.model.video.init not in (None, "scratch")

@@ -24,7 +24,7 @@ from tvts.data.tvts_dataset import (
     split_feasible,
 )
 from tvts.errors import UserError
-from tvts.eval.encoders import load_exported, random_model
+from tvts.eval.encoders import init_differs, init_model, load_exported, random_model
 from tvts.eval.features import ClipItem, FrozenEncoder, ViewSpec, extract, weights_fingerprint
 from tvts.eval.figures import top5_clips
 from tvts.eval.finetune import FinetuneResult
@@ -88,10 +88,14 @@ def _views(params: Params, set_name: str) -> tuple[int, int]:
 
 def _models(params: Params, models: dict[str, Path], device: torch.device
             ) -> dict[str, TVTSModel]:
+    """The encoders to compare; `init` only where it is not the `random` model again."""
+    build = {"random": random_model, "init": init_model}
     out = {}
     for name in params.evaluate.encoders:
-        model = random_model(params) if name == "random" else load_exported(params, models[name])
-        out[name] = model.to(device)
+        if name == "init" and not init_differs(params) and "random" in params.evaluate.encoders:
+            continue
+        out[name] = (build[name](params) if name in build
+                     else load_exported(params, models[name])).to(device)
     return out
 
 
@@ -138,7 +142,7 @@ def _text_only_control(params: Params, model: TVTSModel, train: list[VideoEntry]
                         max_length=params.data.max_text_tokens, return_tensors="pt").to(device)
         return text(enc["input_ids"], enc["attention_mask"])
 
-    sorter = random_model(params).sorter  # the pretraining sorter's initial weights
+    sorter = init_model(params).sorter  # the pretraining sorter's initial weights
     result = train_text_only_sorter(sorter, encode, train, val,
                                     SampleSpec.from_params(params, False, 0.0), settings)
     return result | {"train_videos": len(train)}
