@@ -176,6 +176,21 @@ def test_attentive_probe_learns_a_token_that_carries_the_class():
     assert res.metrics["top1"] >= 90.0
 
 
+def test_attentive_probe_is_v_jepas_block_with_residuals():
+    from tvts.eval.probes import AttentiveProbe
+
+    probe = AttentiveProbe(16, 3, 2).eval()
+    assert {"norm1", "attn", "norm2", "mlp", "fc"} <= {n for n, _ in probe.named_children()}
+    assert probe.mlp[0].out_features == 64  # MLP x4
+    tokens = torch.randn(5, 6, 16)
+    with torch.no_grad():
+        x = probe.norm1(tokens)
+        q = probe.query.expand(5, -1, -1)
+        q = q + probe.attn(q, x, x, need_weights=False)[0]
+        q = q + probe.mlp(probe.norm2(q))
+        torch.testing.assert_close(probe(tokens), probe.fc(q[:, 0]))
+
+
 # ---------------------------------------------------------------- features
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
@@ -390,3 +405,14 @@ def test_random_floor_is_untrained_and_init_is_the_start_point(monkeypatch):
     assert not torch.all(rand.video.cls_token == 0.5)
     # seeded: the random floor is the same model in every run
     torch.testing.assert_close(rand.state_dict(), encoders.random_model(paper_like).state_dict())
+
+
+def test_retrieval_sets_read_the_papers_4_frames_and_classification_sets_16():
+    from tvts.config import resolve
+    from tvts.stages.evaluate import _frames
+
+    paper = resolve({"profile": "paper", "model": {"video": {"init": "scratch"}}})
+    assert _frames(paper, ["t2v", "t2v_finetune"]) == 4
+    assert _frames(paper, ["linear", "attentive", "v2v", "finetune"]) == 16
+    demo = resolve({})  # unset: data.num_frames for every set
+    assert _frames(demo, ["t2v"]) == demo.data.num_frames

@@ -399,3 +399,18 @@ def test_fused_and_explicit_attention_compute_the_same_model():
         explicit = model(video, ids, mask, order, keep, gather=False)
     for key in ("loss", "video_vec", "text_vec"):
         assert torch.allclose(fused[key], explicit[key], atol=1e-5), key
+
+
+def test_the_global_text_vector_is_the_projected_mean_of_the_transcripts():
+    params = resolve({"profile": "micro"})
+    model = build_tvts(params).eval()
+    ids = torch.randint(1000, 5000, (2, 4, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 4, 32, 32), ids, mask, gather=False)
+        cls = model.encode_text(ids, mask)  # (B, K, Dt)
+        mean_then_project = model.proj.text(cls.mean(1))
+        project_then_mean = model.proj.text(cls).mean(1)
+    assert torch.allclose(out["text_vec"], mean_then_project, atol=1e-6)
+    # the two orders differ (the projection starts with a ReLU): the test can tell them apart
+    assert not torch.allclose(mean_then_project, project_then_mean, atol=1e-4)

@@ -61,7 +61,7 @@ class DemoDownstreamSizes(_Section):
     msrvtt: PositiveInt = 24
     # MSR-VTT's train split (the 9k list's role): what retrieval fine-tuning trains on
     msrvtt_train: Annotated[int, Field(ge=0)] = 72
-    webvid: PositiveInt = 32
+    webvid: PositiveInt = 64
     cc3m: PositiveInt = 64
     # SVO-Probes items (a third per concept: subject = shape, verb = action, object = colour)
     svo: Annotated[int, Field(ge=0)] = 90
@@ -484,6 +484,9 @@ class PostPretrainConfig(_TrainingConfig):
     clips: str = "data/corpus/demo/downstream/webvid"
     image_frames: PositiveInt = 1
     clip_frames: PositiveInt = 4
+    # captioned clips held out for validation (at most half the clips): the retrieval
+    # gallery, so R@1's chance is 1/val_clips (reported beside it)
+    val_clips: PositiveInt = 16
     monitor: Literal["val/r1_v2t", "val/r1_t2v", "val/loss"] = "val/r1_t2v"
     monitor_mode: Literal["max", "min"] = "max"
 
@@ -606,6 +609,10 @@ class EvaluateConfig(_Section):
     # patch tokens kept for the attentive probe: each slice's grid average-pooled to at most
     # this many patches a side (bounds the feature cache at paper scale)
     token_grid: PositiveInt = 4
+    # frames per clip for text-to-video retrieval and its fine-tuning (the paper: 4, after
+    # Frozen-in-Time; classification keeps data.num_frames, 16 in the paper); null: the same
+    # as data.num_frames
+    retrieval_frames: PositiveInt | None = None
     batch_size: PositiveInt = 16  # clips per forward pass during extraction
     # captions are longer than transcript windows (DiDeMo's are paragraphs)
     max_caption_tokens: PositiveInt = 64
@@ -666,6 +673,11 @@ class Params(_Section):
             raise ValueError(
                 f"post_pretrain.clip_frames = {post.clip_frames} is not a multiple of "
                 f"model.video.tubelet = {t}: set it to e.g. {_multiple_near(post.clip_frames, t)}")
+        rf = self.evaluate.retrieval_frames
+        if rf is not None and rf % t:
+            raise ValueError(
+                f"evaluate.retrieval_frames = {rf} is not a multiple of model.video.tubelet = "
+                f"{t}: set it to e.g. {_multiple_near(rf, t)}")
         if post.image_frames >= t and post.image_frames % t:
             raise ValueError(
                 f"post_pretrain.image_frames = {post.image_frames} is not a multiple of "

@@ -54,22 +54,28 @@ class LinearProbe(nn.Module):
 
 
 class AttentiveProbe(nn.Module):
-    """One cross-attention layer whose learned query pools the frozen patch tokens, then a
-    linear classifier (V-JEPA's frozen evaluation)."""
+    """V-JEPA's frozen evaluation: one cross-attention block whose learned query pools the
+    frozen patch tokens (q + attention(q, norm(tokens)), then q + MLP(norm(q)), both with
+    residuals, MLP x4 with GELU), then a linear classifier on the pooled query."""
 
-    def __init__(self, width: int, classes: int, heads: int):
+    def __init__(self, width: int, classes: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         heads = math.gcd(width, heads) or 1
-        self.norm = nn.LayerNorm(width)
         self.query = nn.Parameter(torch.zeros(1, 1, width))
+        self.norm1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
         self.fc = nn.Linear(width, classes)
         nn.init.trunc_normal_(self.query, std=0.02)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.norm(tokens.float())
-        pooled, _ = self.attn(self.query.expand(len(x), -1, -1), x, x, need_weights=False)
-        return self.fc(pooled[:, 0])
+        x = self.norm1(tokens.float())
+        q = self.query.expand(len(x), -1, -1)
+        q = q + self.attn(q, x, x, need_weights=False)[0]
+        q = q + self.mlp(self.norm2(q))
+        return self.fc(q[:, 0])
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,

@@ -83,7 +83,8 @@ def t2v_finetune_set(params: Params, set_name: str, splits: SetSplits, test_spec
                         "JSON's train videos); leave t2v_finetune out for this set")
     _fills_a_batch(len(pairs), cfg.batch_size, set_name, "retrieval_finetune")
     video = params.model.video
-    clips = CaptionedClips(pairs, data.num_frames, data.frame_size, data.resize_short,
+    # the test clips' frame count (evaluate.retrieval_frames) for training too
+    clips = CaptionedClips(pairs, test_spec.frames, data.frame_size, data.resize_short,
                            data.decoder, video.tubelet, video.patch_size,
                            params.model.text.name, ev.max_caption_tokens)
     items = [ClipItem(i, u, file_stamp(u))

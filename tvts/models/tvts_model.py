@@ -1,6 +1,6 @@
 """The TVTS model: video ViT + text encoder + projections + sort transformer, and its loss.
 
-L = [contrastive.enabled] * InfoNCE(video [CLS], mean of the K transcripts)
+L = [contrastive.enabled] * InfoNCE(video [CLS], projected mean of the K transcripts)
     + sort.lambda * L_sort(sorter(video tokens, transcripts)),
 with the transcripts entering the sorter through stop-gradient when sort.stop_gradient.
 """
@@ -64,7 +64,9 @@ class TVTSModel(nn.Module):
         obj = self.objective
         cls, tokens = self.video(video, keep)
         text = self.encode_text(input_ids, attention_mask)
-        v, t = self.proj.video(cls), self.proj.text(text).mean(1)
+        # the global text vector: the mean of the K [CLS] vectors, then projected (paper,
+        # sec. 3.2: t^ = mean of t_i; projecting each first differs through the ReLU)
+        v, t = self.proj.video(cls), self.proj.text(text.mean(1))
         out: dict[str, torch.Tensor] = {"video_vec": v.detach(), "text_vec": t.detach()}
         out["loss_contrastive"] = (info_nce(v, t, obj.temperature, groups, gather)
                                    if obj.contrastive else cls.new_zeros(()))

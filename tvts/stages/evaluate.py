@@ -68,12 +68,22 @@ REPORT = Path("reports/eval")
 METRICS = Path("metrics/eval.json")
 STAGE = "evaluate"
 FEATURE_PROTOCOLS = ("linear", "attentive", "v2v", "t2v")  # on the frozen-feature cache
+RETRIEVAL_PROTOCOLS = {"t2v", "t2v_finetune"}
 
 
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _frames(params: Params, protocols: list[str]) -> int:
+    """Frames per clip of a set: evaluate.retrieval_frames for a set evaluated by retrieval
+    only (the paper's 4), data.num_frames otherwise (a set that mixes classification and
+    retrieval protocols is read once, at the classification count)."""
+    if set(protocols) <= RETRIEVAL_PROTOCOLS and params.evaluate.retrieval_frames:
+        return params.evaluate.retrieval_frames
+    return params.data.num_frames
 
 
 def _views(params: Params, set_name: str) -> tuple[int, int]:
@@ -198,10 +208,11 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                             "(dvc repro downstream)")
         splits = set_splits(read_table(path, "downstream"))
         tv, sv = _views(params, set_name)
-        parts = {"test": (splits.test, ViewSpec(d.num_frames, d.frame_size, d.resize_short,
+        frames = _frames(params, protocols)
+        parts = {"test": (splits.test, ViewSpec(frames, d.frame_size, d.resize_short,
                                                 d.decoder, tv, sv, cfg.token_grid))}
         if set(protocols) & {"linear", "attentive", "v2v"}:
-            parts["train"] = (splits.train, ViewSpec(d.num_frames, d.frame_size,
+            parts["train"] = (splits.train, ViewSpec(frames, d.frame_size,
                                                      d.resize_short, d.decoder, 1, 1,
                                                      cfg.token_grid))
         feats = {}
