@@ -414,3 +414,25 @@ def test_the_global_text_vector_is_the_projected_mean_of_the_transcripts():
     assert torch.allclose(out["text_vec"], mean_then_project, atol=1e-6)
     # the two orders differ (the projection starts with a ReLU): the test can tell them apart
     assert not torch.allclose(mean_then_project, project_then_mean, atol=1e-4)
+
+
+def test_sincos_position_init_codes_where_and_when():
+    from tvts.models.position import sincos_grid, sincos_table
+
+    cfg = VideoViTConfig(**{**SMALL.__dict__, "position_init": "sincos"})
+    m = VideoViT(cfg)
+    g, w = cfg.grid, cfg.width
+    spatial = m.pos_embed_spatial[0].detach()
+    assert torch.equal(spatial[0], torch.zeros(w))  # the [CLS] row
+    # patch (r, c): the row's code in the first half, the column's in the second
+    r, c = 1, 2
+    assert torch.allclose(spatial[1 + r * g + c, : w // 2], sincos_table(g, w // 2)[r])
+    assert torch.allclose(spatial[1 + r * g + c, w // 2:], sincos_table(g, w - w // 2)[c])
+    assert torch.equal(spatial[1:], sincos_grid(g, w))
+    assert torch.equal(m.pos_embed_temporal[0].detach(), sincos_table(cfg.num_slices, w))
+    # distinct positions get distinct codes of amplitude ~1, unlike the tiny normal tables
+    assert len({tuple(row.tolist()) for row in spatial[1:]}) == g * g
+    assert float(spatial[1:].abs().max()) == pytest.approx(1.0, abs=1e-6)
+    normal = VideoViT(VideoViTConfig(**{**SMALL.__dict__, "position_init": "normal"}))
+    assert float(normal.pos_embed_spatial.abs().max()) < 0.1
+    assert float(normal.pos_embed_temporal.abs().max()) == 0.0

@@ -6,7 +6,6 @@ anywhere in the code a stage runs reruns it. Package data read through a module 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

@@ -464,3 +464,28 @@ def test_two_process_post_pretraining_survives_clips_that_do_not_decode(corpus, 
             pytest.fail("post-pretraining hung under DDP")
     metrics = json.loads((tmp_path / "post_ddp.json").read_text())
     assert metrics["steps"] >= 1
+
+
+def test_checkpoints_are_chosen_on_validation_videos_and_never_see_the_test_ones(
+        corpus, tmp_path, monkeypatch):
+    videos = read_table(corpus / "videos.parquet", "videos")
+    ids = sorted(videos["video_id"])
+    split = {ids[0]: "val", ids[1]: "test"}
+    table = tmp_path / "videos.parquet"
+    write_table(videos.with_columns(pl.col("video_id").replace_strict(
+        split, default="train").alias("split")), table, "videos")
+    seen = {}
+    real = pretrain_stage.Trainer
+
+    def spy(model, task, cfg, train_set, val_set, *args, **kwargs):
+        seen["train"] = {e.video_id for e in train_set.entries}
+        seen["val"] = {e.video_id for e in val_set.entries}
+        return real(model, task, cfg, train_set, val_set, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain_stage, "Trainer", spy)
+    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0}})
+    pretrain_stage.run(params, table, corpus / "words.parquet", tmp_path / "run",
+                       tmp_path / "run.json", None, 1, pack_dir=corpus / "pack")
+    assert seen["val"] == {ids[0]}  # best.pt is chosen on these alone
+    assert ids[1] not in seen["train"] | seen["val"]  # the test video is never seen
+    assert seen["train"] == set(ids[2:])

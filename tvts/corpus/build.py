@@ -58,10 +58,12 @@ def video_id_for(digest: str | None, source_id: str | None, uri: str) -> str:
     return "u" + hashlib.blake2b(uri.encode(), digest_size=10).hexdigest()
 
 
-def split_of(video_id: str, val_fraction: float) -> str:
-    """Held-out membership from the id alone: it never changes when the corpus grows."""
-    h = int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big")
-    return "val" if h / 2**64 < val_fraction else "train"
+def split_of(key: str, val_fraction: float, test_fraction: float = 0.0, seed: int = 0) -> str:
+    """`train`, `val` (chooses checkpoints) or `test` (only reported) from a seeded hash of
+    `key` (a video id, or its split group) alone: it never changes when the corpus grows."""
+    h = int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(),
+                       "big") / 2**64
+    return "val" if h < val_fraction else "test" if h < val_fraction + test_fraction else "train"
 
 
 def tabulate(items: list[Inspected], cfg: CorpusConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -87,5 +89,6 @@ def tabulate(items: list[Inspected], cfg: CorpusConfig) -> tuple[pl.DataFrame, p
                                          f"corpus.min_duration_s = {cfg.min_duration_s}"})
             continue
         videos.append({"video_id": vid, "uri": c.uri, **it.probe, "source": c.source,
-                       "split": split_of(vid, cfg.val_fraction)})
+                       "split": split_of(c.split_group or vid, cfg.val_fraction,
+                                         cfg.test_fraction, cfg.split_seed)})
     return frame(videos, "videos"), frame(quarantine, "quarantine")

@@ -30,6 +30,9 @@ class Candidate:
     source: str
     source_id: str | None = None  # an id the source assigns (YouTube id)
     error: str | None = None
+    # videos of one group land in one split (the demo: a script's videos, which say the same
+    # sentences); None: the video alone
+    split_group: str | None = None
 
 
 @dataclass

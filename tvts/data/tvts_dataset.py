@@ -243,13 +243,23 @@ class TVTSCollate:
         }
 
 
-def split_entries(entries: list[VideoEntry], videos: pl.DataFrame
-                  ) -> tuple[list[VideoEntry], list[VideoEntry]]:
-    """The corpus' held-out split; a corpus too small to have one lends a tenth of its videos."""
-    val_ids = set(videos.filter(pl.col("split") == "val")["video_id"])
-    train = [e for e in entries if e.video_id not in val_ids]
-    val = [e for e in entries if e.video_id in val_ids]
-    if not val and len(train) > 1:
+@dataclass
+class CorpusSplits:
+    train: list[VideoEntry]
+    val: list[VideoEntry]  # chooses checkpoints
+    test: list[VideoEntry]  # only reported
+
+
+def split_entries(entries: list[VideoEntry], videos: pl.DataFrame) -> CorpusSplits:
+    """The corpus' train / val / test videos (the videos table's `split`). A corpus too small
+    to have a validation split lends it a tenth of its training videos; one without a test
+    split has none (evaluate then reports on val, and says so)."""
+    split = dict(zip(videos["video_id"], videos["split"], strict=True))
+    parts: dict[str, list[VideoEntry]] = {"train": [], "val": [], "test": []}
+    for e in entries:
+        parts[split.get(e.video_id) if split.get(e.video_id) in parts else "train"].append(e)
+    if not parts["val"] and len(parts["train"]) > 1:
+        train = parts["train"]
         k = max(1, math.ceil(len(train) / 10))
-        val, train = train[-k:], train[:-k]
-    return train, val
+        parts["val"], parts["train"] = train[-k:], train[:-k]
+    return CorpusSplits(parts["train"], parts["val"], parts["test"])

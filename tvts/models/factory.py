@@ -21,7 +21,7 @@ def video_config(params: Params, num_frames: int | None = None) -> VideoViTConfi
                           num_frames=num_frames or params.data.num_frames,
                           patch_size=v.patch_size, tubelet=v.tubelet, width=v.width,
                           depth=v.depth, heads=v.heads, drop_path=v.drop_path,
-                          temporal_init=v.temporal_init)
+                          temporal_init=v.temporal_init, position_init=v.position_init)
 
 
 def build_video_encoder(params: Params, grad_checkpointing: bool = False) -> VideoViT:
@@ -52,7 +52,8 @@ def model_signature(params: Params) -> dict[str, Any]:
     # architecture only: initialisation, regularisation and freezing do not change the weights'
     # shapes or meaning, so a checkpoint moves between such settings
     arch = params.model.model_dump(mode="json", exclude={
-        "video": {"init", "drop_path", "temporal_init"}, "text": {"freeze", "dropout"}})
+        "video": {"init", "drop_path", "temporal_init", "position_init"},
+        "text": {"freeze", "dropout"}})
     return {"model": arch,
             "num_frames": params.data.num_frames, "frame_size": params.data.frame_size,
             "num_transcripts": params.data.num_transcripts,

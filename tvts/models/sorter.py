@@ -19,17 +19,10 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from tvts.models.position import sincos_table
+
 MODELINGS = ("kway", "pairwise", "factorial")
 TIME_EMBEDDINGS = ("none", "sincos")
-
-
-def sincos_table(n: int, width: int) -> torch.Tensor:
-    """(n, width): sin / cos of n positions at geometric frequencies (Transformer-style)."""
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    freq = torch.arange(width // 2, dtype=torch.float32)[None]
-    angle = pos / (10000.0 ** (2.0 * freq / width))
-    table = torch.cat([angle.sin(), angle.cos()], dim=1)
-    return torch.nn.functional.pad(table, (0, width - table.shape[1]))
 
 
 def permutations(k: int) -> torch.Tensor:

@@ -24,6 +24,8 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tvts.models.position import sincos_grid, sincos_table
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -40,6 +42,11 @@ class VideoViTConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     temporal_init: str = "zeros"  # or "normal"
+    # "normal": the spatial table truncated normal (std 0.02), the temporal one by
+    # temporal_init; "sincos": both start as sinusoidal codes of amplitude 1 (spatial: half
+    # the width codes the row, half the column, the [CLS] row zero; temporal: each slice's
+    # code), still learned. Tiny tables leave mean-pooled tokens blind to where and when.
+    position_init: str = "normal"
 
     @property
     def grid(self) -> int:
@@ -76,9 +83,16 @@ class VideoViT(nn.Module):
                   norm_layer=norm) for i in range(cfg.depth))
         self.norm = norm(w)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed_spatial, std=0.02)
-        if cfg.temporal_init == "normal":
-            nn.init.trunc_normal_(self.pos_embed_temporal, std=0.02)
+        if cfg.position_init == "sincos":
+            with torch.no_grad():
+                self.pos_embed_spatial[0, 1:] = sincos_grid(cfg.grid, w)
+                self.pos_embed_temporal[0] = sincos_table(cfg.num_slices, w)
+        elif cfg.position_init == "normal":
+            nn.init.trunc_normal_(self.pos_embed_spatial, std=0.02)
+            if cfg.temporal_init == "normal":
+                nn.init.trunc_normal_(self.pos_embed_temporal, std=0.02)
+        else:
+            raise ValueError(f"position_init {cfg.position_init!r}: normal or sincos")
         self.apply(self._init_weights)
 
     @staticmethod

@@ -11,7 +11,7 @@ import polars as pl
 
 from tvts.config import Params
 from tvts.corpus.build import inspect_all, tabulate
-from tvts.corpus.demo.generate import demo_item_count, generate_demo
+from tvts.corpus.demo.generate import demo_item_count, generate_demo, with_script_groups
 from tvts.corpus.sources import Collected, collect, scan_dir, source_kind
 from tvts.errors import UserError
 from tvts.stages.common import progress_bar, record_params, write_metrics
@@ -32,7 +32,7 @@ def _generate(params: Params, out_dir: Path) -> tuple[Collected, list[dict]]:
         out = generate_demo(cfg.demo, params.seed, partial, cfg.workers, bar.update)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    collected = scan_dir(final / "pretrain", cfg, source="demo")
+    collected = with_script_groups(scan_dir(final / "pretrain", cfg, source="demo"))
     truth = [{"uri": display_path(final / "pretrain" / lk["file"]), **lk} for lk in out.leaks]
     return collected, truth
 

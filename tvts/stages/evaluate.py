@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from tvts.config import DownstreamSource, Params
 from tvts.data.tvts_dataset import (
+    CorpusSplits,
     SampleSpec,
     TVTSCollate,
     TVTSDataset,
@@ -110,22 +111,22 @@ def _models(params: Params, models: dict[str, Path], device: torch.device
 
 
 def _corpus_split(params: Params, videos_path: Path, words_path: Path,
-                  packed: PackedIndex | None) -> tuple[list[VideoEntry], list[VideoEntry]]:
-    """The pretrain stage's training and held-out videos."""
+                  packed: PackedIndex | None) -> CorpusSplits:
+    """The pretrain stage's training, validation and test videos."""
     videos = read_table(videos_path, "videos")
     spec = SampleSpec.from_params(params, False, 0.0)
     usable, _ = split_feasible(load_entries(videos, read_table(words_path, "words")), spec)
     return split_entries(split_packed(usable, packed)[0], videos)
 
 
-def _sort_loader(params: Params, val: list[VideoEntry], packed: PackedIndex | None,
+def _sort_loader(params: Params, held_out: list[VideoEntry], packed: PackedIndex | None,
                  on_device: bool) -> DataLoader | None:
-    """The pretrain stage's held-out samples (same videos, seed, spec and frames as its
-    validation)."""
+    """Held-out samples of `held_out` (the test videos), drawn as the pretrain stage draws
+    its validation samples (seed, spec, frames)."""
     spec = SampleSpec.from_params(params, False, 0.0)
-    if not val:
+    if not held_out:
         return None
-    data = TVTSDataset(val, spec, params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
+    data = TVTSDataset(held_out, spec, params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
                        repeats=params.evaluate.sort.clips_per_video, packed=packed,
                        device_decode=on_device)
     return DataLoader(data, batch_size=params.evaluate.batch_size,
@@ -308,15 +309,22 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
     if cfg.sort.enabled:
         t_s = time.perf_counter()
         packed, on_device = packed_frames(params, device.type, pack_dir)
-        train, val = _corpus_split(params, videos_path, words_path, packed)
-        loader = _sort_loader(params, val, packed, on_device)
+        corpus = _corpus_split(params, videos_path, words_path, packed)
+        # reported on the test videos: the validation ones chose the checkpoint
+        held_out, split = (corpus.test, "test") if corpus.test else (corpus.val, "val")
+        loader = _sort_loader(params, held_out, packed, on_device)
         if loader is not None:
             metrics["transcripts"] = {"sort": {n: rounded(m) for n, m in
-                                               sort_accuracies(nets, loader, device).items()}}
+                                               sort_accuracies(nets, loader, device).items()},
+                                      "test_split": split, "videos": len(held_out)}
+            if split != "test":
+                warnings.append("transcript sorting is reported on the validation videos "
+                                "(the corpus has no test split): they chose the checkpoint")
             if cfg.sort.text_only_control:
                 name = next(iter(nets))
                 metrics["transcripts"]["text_only_sorter"] = {name: rounded(
-                    _text_only_control(params, nets[name], train, val, tokenizer, device))}
+                    _text_only_control(params, nets[name], corpus.train, held_out, tokenizer,
+                                       device))}
         timing["sort_s"] = round(time.perf_counter() - t_s, 2)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_table(frame(failed, "quarantine"), out_dir / "quarantine.parquet", "quarantine")

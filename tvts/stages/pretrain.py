@@ -59,7 +59,9 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         packed, on_device = packed_frames(params, d.device.type, pack_dir)
         usable, left_out = split_packed(usable, packed)
         never += left_out
-        train_entries, val_entries = split_entries(usable, videos)
+        # the test videos are left out: evaluate reports on them, nothing here sees them
+        splits = split_entries(usable, videos)
+        train_entries, val_entries = splits.train, splits.val
         if not train_entries:
             raise UserError(f"{videos_path}: no training video can give a sample "
                             f"({len(never)} cannot hold the transcript windows)")
@@ -96,7 +98,8 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         final |= {"best_" + cfg.monitor.replace("/", "_"): trainer.ckpt.best,
                   "chance_sort_acc": 1 / k, "chance_sort_seq_acc": 1 / math.factorial(k),
                   "steps": result.steps, "train_videos": len(train_entries),
-                  "val_videos": len(val_entries), "skipped_videos": len(reported),
+                  "val_videos": len(val_entries), "test_videos_held_back": len(splits.test),
+                  "skipped_videos": len(reported),
                   "val_mask_ratio": cfg.val_mask_ratio}
         write_metrics(metrics_path, {
             "steps": result.steps,

@@ -17,7 +17,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from tvts.corpus.demo import media
 from tvts.corpus.demo.scene import (
     ACTIONS,
     COLOURS,
+    HELD_OUT_PAIRS,
     PHRASES,
+    PRETRAIN_PAIRS,
     SHAPES,
     Scene,
     Segment,
@@ -50,6 +52,7 @@ from tvts.corpus.demo.scene import (
     vocabulary,
 )
 from tvts.corpus.demo.speech import Synthesizer
+from tvts.corpus.sources import Candidate, Collected
 from tvts.parallel import process_map
 from tvts.storage import atomic_path, atomic_write_text
 
@@ -120,7 +123,7 @@ def _ssv2_clip(job: Job) -> dict[str, Any]:
     rng, cfg = _rng(job), job.cfg
     action = ACTIONS[job.index % len(ACTIONS)]
     while True:
-        thing = random_things(rng, 1)[0]
+        thing = random_things(rng, 1, HELD_OUT_PAIRS)[0]
         state = random_state(rng, visible=action != "appear")
         if valid(action, thing, state):
             break
@@ -284,7 +287,7 @@ def script_of(cfg: DemoConfig, seed: int, video_index: int) -> Script:
     video's look can fit the corpus: sorting has to read the frames."""
     rng = np.random.default_rng([seed, _SET_CODES["pretrain"], _SCRIPT_CODE,
                                  video_index // cfg.orders_per_script])
-    things = random_things(rng, cfg.objects_per_video)
+    things = random_things(rng, cfg.objects_per_video, PRETRAIN_PAIRS)
     slots = int(cfg.duration_s // cfg.event_s)
     # each object in as many slots as the others (to within one)
     events: list[tuple[int, str]] = []
@@ -292,6 +295,19 @@ def script_of(cfg: DemoConfig, seed: int, video_index: int) -> Script:
         options = [a for a in actions_for(things[i]) if (i, a) not in events]
         events.append((i, str(rng.choice(options))))
     return Script(things, events, int(rng.integers(2**31)))
+
+
+def with_script_groups(collected: Collected) -> Collected:
+    """The demo's candidates with their script as split group (read from each sidecar), so
+    the corpus split keeps a script's videos together: a held-out video says no sentence in
+    an order a training video also shows."""
+    def grouped(c: Candidate) -> Candidate:
+        side = c.path.with_suffix(".json") if c.path is not None else None
+        if side is None or not side.exists():
+            return c
+        return replace(c, split_group=f"script{json.loads(side.read_text())['script']}")
+
+    return replace(collected, candidates=[grouped(c) for c in collected.candidates])
 
 
 def _pretrain_video(job: Job) -> dict[str, Any]:
@@ -332,6 +348,8 @@ def _pretrain_video(job: Job) -> dict[str, Any]:
         "sample_rate": synth.sample_rate,
         "voice": cfg.voice,
         "objects": [asdict(t) for t in things],
+        # the videos of one script say the same sentences: they share a split
+        "script": job.index // cfg.orders_per_script,
         "segments": [_segment_record(s, things) for s in segments],
         "leak": leak_rec,
     }

@@ -175,10 +175,26 @@ class Scene:
         return None
 
 
-def random_things(rng: np.random.Generator, n: int) -> list[Thing]:
-    colours = rng.choice(list(COLOURS), size=n, replace=False)
-    shapes = rng.choice(SHAPES, size=n, replace=False)
-    return [Thing(str(c), str(s)) for c, s in zip(colours, shapes, strict=True)]
+# The (colour, shape) pairs split in two halves, each colour and each shape in both: the
+# pretraining videos show the first half, the SSV2-format clips the second, so a probe on
+# those clips measures an action learned on other objects, not a looked-up object.
+PRETRAIN_PAIRS = tuple((c, s) for i, c in enumerate(COLOURS) for j, s in enumerate(SHAPES)
+                       if (i + j) % 2 == 0)
+HELD_OUT_PAIRS = tuple((c, s) for i, c in enumerate(COLOURS) for j, s in enumerate(SHAPES)
+                       if (i + j) % 2 == 1)
+
+
+def random_things(rng: np.random.Generator, n: int,
+                  pairs: tuple[tuple[str, str], ...] | None = None) -> list[Thing]:
+    """n objects of distinct colours and distinct shapes, from `pairs` when given."""
+    if pairs is None:
+        colours = rng.choice(list(COLOURS), size=n, replace=False)
+        shapes = rng.choice(SHAPES, size=n, replace=False)
+        return [Thing(str(c), str(s)) for c, s in zip(colours, shapes, strict=True)]
+    while True:
+        picked = [pairs[int(k)] for k in rng.choice(len(pairs), size=n, replace=False)]
+        if len({c for c, _ in picked}) == n and len({s for _, s in picked}) == n:
+            return [Thing(c, s) for c, s in picked]
 
 
 def random_state(rng: np.random.Generator, visible: bool = True) -> State:
