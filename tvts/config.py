@@ -54,10 +54,9 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 class DemoDownstreamSizes(_Section):
     """Number of items the demo generator makes per downstream set."""
 
-    # 15 training and 10 test clips per action: enough for probe accuracies to differ by
-    # more than their noise
+    # 15 training and 12 test clips per action: 108 test clips, one clip under one point
     ssv2_train: PositiveInt = 135
-    ssv2_val: PositiveInt = 90
+    ssv2_val: PositiveInt = 108
     msrvtt: PositiveInt = 24
     # MSR-VTT's train split (the 9k list's role): what retrieval fine-tuning trains on
     msrvtt_train: Annotated[int, Field(ge=0)] = 72
@@ -86,6 +85,13 @@ class DemoConfig(_Section):
     # Videos that say the same script (the same events), each in its own order: the same
     # transcripts in different orders, so the text alone cannot tell the order.
     orders_per_script: PositiveInt = 3
+    # whether the pretraining narration names the object ("the red circle moves up") or
+    # not ("it moves up")
+    narration_names_object: bool = True
+    # how long an SSV2-format clip's action lasts (seconds, drawn per clip); the clip adds
+    # 0.4 s before and after
+    ssv2_action_s: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (
+        1.5, 2.2)
 
     @model_validator(mode="after")
     def _slots_fit(self) -> DemoConfig:

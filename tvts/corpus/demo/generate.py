@@ -100,12 +100,12 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def _segment_record(seg: Segment, things: list[Thing]) -> dict[str, Any]:
+def _segment_record(seg: Segment, things: list[Thing], named: bool = True) -> dict[str, Any]:
     rec: dict[str, Any] = {"kind": seg.kind, "start_s": round(seg.start_s, 4),
                            "end_s": round(seg.end_s, 4)}
     if seg.kind == "event":
         rec.update(object=things[seg.thing].name, action=seg.action,
-                   sentence=sentence(things[seg.thing], seg.action))
+                   sentence=sentence(things[seg.thing], seg.action, named))
         if seg.utterance is not None:
             t0 = seg.speech_start_s
             rec["speech"] = {
@@ -127,7 +127,7 @@ def _ssv2_clip(job: Job) -> dict[str, Any]:
         state = random_state(rng, visible=action != "appear")
         if valid(action, thing, state):
             break
-    lead, length = 0.4, float(rng.uniform(1.5, 2.2))
+    lead, length = 0.4, float(rng.uniform(*cfg.ssv2_action_s))
     seg = Segment("event", lead, lead + length, 0, action, state, apply(action, thing, state))
     scene = Scene([thing], [state], [seg], lead + length + 0.4, int(rng.integers(2**31)))
     frames = render(scene, cfg.fps, cfg.width, cfg.height)
@@ -324,7 +324,8 @@ def _pretrain_video(job: Job) -> dict[str, Any]:
         leak_frames, trim = _alter(media.read_frames(src), job.leak["alteration"], rng,
                                    cfg.width, cfg.height)
         leak_slot = len(leak_frames) / cfg.fps
-    segments = plan_slots(rng, synth, things, events, cfg.event_s, cfg.speech_at_s, leak_slot)
+    segments = plan_slots(rng, synth, things, events, cfg.event_s, cfg.speech_at_s, leak_slot,
+                          cfg.narration_names_object)
     scene = Scene(things, initial, segments, cfg.duration_s, script.background_seed)
     frames = render(scene, cfg.fps, cfg.width, cfg.height, leak_frames)
     audio = mix_audio(scene, synth.sample_rate, int(rng.integers(2**31)))
@@ -350,7 +351,7 @@ def _pretrain_video(job: Job) -> dict[str, Any]:
         "objects": [asdict(t) for t in things],
         # the videos of one script say the same sentences: they share a split
         "script": job.index // cfg.orders_per_script,
-        "segments": [_segment_record(s, things) for s in segments],
+        "segments": [_segment_record(s, things, cfg.narration_names_object) for s in segments],
         "leak": leak_rec,
     }
     _write_json(Path(job.root) / f"{stem}.json", sidecar)

@@ -105,13 +105,17 @@ def apply(action: str, thing: Thing, s: State) -> State:
     raise ValueError(f"unknown action {action!r}")
 
 
-def sentence(thing: Thing, action: str) -> str:
-    return f"the {thing.name} {PHRASES[action]}"
+def sentence(thing: Thing, action: str, named: bool = True) -> str:
+    """What a narrator says of `thing` doing `action`; `named=False`: "it ..." (the object
+    is the one in shot)."""
+    return f"the {thing.name} {PHRASES[action]}" if named else f"it {PHRASES[action]}"
 
 
 def vocabulary() -> list[str]:
     """Every sentence a scene can say, in a fixed order."""
-    return [sentence(Thing(c, s), a) for c in COLOURS for s in SHAPES for a in ACTIONS]
+    # the pronoun forms last: appending keeps every earlier recording the same
+    return ([sentence(Thing(c, s), a) for c in COLOURS for s in SHAPES for a in ACTIONS]
+            + [sentence(Thing("red", "circle"), a, named=False) for a in ACTIONS])
 
 
 @dataclass
@@ -266,6 +270,7 @@ def plan_slots(
     slot_s: float,
     speech_at_s: float,
     leak_slot_s: float | None = None,
+    named: bool = True,
 ) -> list[Segment]:
     """One event per slot of `slot_s` seconds, in the order given, its sentence said
     `speech_at_s` into the slot.
@@ -280,7 +285,7 @@ def plan_slots(
     for j, (i, action) in enumerate(events):
         t = j * slot_s
         before = event_state(rng, things[i], action)
-        utt = synth.say(sentence(things[i], action))
+        utt = synth.say(sentence(things[i], action, named))
         segments.append(Segment("event", t, t + slot_s, i, action, before,
                                 apply(action, things[i], before), t + speech_at_s, utt))
     if leak_slot_s is not None:
