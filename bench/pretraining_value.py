@@ -4,6 +4,13 @@ only (sort.lambda = 0), (c) full TVTS, each through pretrain -> post_pretrain ->
     dvc repro                                  # (c) and (a): the pipeline's own run
     python bench/pretraining_value.py          # (b) in a scratch folder, then the table
         [--out bench/results/pretraining_value.json]
+    python bench/pretraining_value.py --seeds 3  # the frozen probes over training seeds
+        [--out bench/results/pretraining_value_seeds.json]
+
+With `--seeds N`, each seed trains TVTS and L_base-only (sort.lambda = 0) from the workspace's
+data and evaluates the pretrain exports and that seed's random-weights floor with the frozen
+probes (linear, attentive, v2v on the SSV2-format set): every figure per seed, and the mean
+and standard deviation of each encoder's figure and of its gain over the floor.
 
 (c) and (a) are read from the workspace's `metrics/details/eval.json` (the evaluate stage always
 evaluates the random-weights floor beside the trained encoders); (b) is trained here with the
@@ -63,13 +70,83 @@ def train_lambda0(params_file: str, work: Path) -> dict[str, Any]:
     return json.loads(details_path(work / "eval.json").read_text())
 
 
+PROBES = ("linear", "attentive", "v2v")
+
+
+def probe_seed(params_file: str, seed: int, sort_lambda: float | None, work: Path
+               ) -> dict[str, dict[str, float]]:
+    """Pretrain at `seed` (with sort.lambda = `sort_lambda` when given) and probe the export and
+    the random floor: protocol -> encoder -> main figure."""
+    raw = json.loads(json.dumps(load_params(params_file).to_dict()))
+    raw["seed"] = seed
+    if sort_lambda is not None:
+        raw["sort"]["lambda"] = sort_lambda
+        if sort_lambda == 0:
+            raw["pretrain"]["monitor"], raw["pretrain"]["monitor_mode"] = "val/loss", "min"
+    raw["evaluate"]["encoders"] = ["pretrain", "random"]
+    raw["evaluate"]["tasks"] = {"ssv2": list(PROBES)}
+    raw["evaluate"]["sort"] = {**raw["evaluate"].get("sort", {}), "enabled": False}
+    params = resolve(raw)
+    print(pretrain.run(params, out_dir=work / "pretrain", metrics_path=work / "pretrain.json",
+                       live_dir=None))
+    print(evaluate.run(params, models={"pretrain": work / "pretrain"}, out_dir=work / "eval",
+                       report_dir=work / "report", metrics_path=work / "eval.json"))
+    got = json.loads(details_path(work / "eval.json").read_text())["ssv2"]
+    return {p: {e: m["top1" if p != "v2v" else "R@1"] for e, m in got[p].items()}
+            for p in PROBES}
+
+
+def seeds_table(params_file: str, seeds: int, out: str) -> None:
+    import statistics
+
+    runs = []
+    t = time.perf_counter()
+    for seed in range(seeds):
+        with tempfile.TemporaryDirectory() as tmp:
+            tvts = probe_seed(params_file, seed, None, Path(tmp) / "tvts")
+            base = probe_seed(params_file, seed, 0.0, Path(tmp) / "base")
+        runs.append({"seed": seed, "tvts": {p: v["pretrain"] for p, v in tvts.items()},
+                     "l_base_only": {p: v["pretrain"] for p, v in base.items()},
+                     "random": {p: v["random"] for p, v in tvts.items()}})
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"mean": round(statistics.mean(values), 2),
+                "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0}
+
+    summary = {p: {enc: stats([r[enc][p] for r in runs])
+                   for enc in ("tvts", "l_base_only", "random")} for p in PROBES}
+    for p in PROBES:
+        for enc in ("tvts", "l_base_only"):
+            summary[p][f"{enc}_gain_over_random"] = stats([r[enc][p] - r["random"][p]
+                                                           for r in runs])
+    result = {"profile": load_params(params_file).profile, "seeds": seeds, "runs": runs,
+              "summary": summary, "seconds": round(time.perf_counter() - t, 1),
+              "note": "SSV2-format set, frozen probes on the pretrain export; top-1 (linear, "
+                      "attentive) and R@1 (v2v) in percent; std over seeds (n - 1)"}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    print("| probe | random | L_base only | TVTS | TVTS - random |\n|---|---|---|---|---|")
+    for p in PROBES:
+        row = summary[p]
+        cells = [row["random"], row["l_base_only"], row["tvts"], row["tvts_gain_over_random"]]
+        print(f"| {p} | " + " | ".join(f"{c['mean']:.1f} +- {c['std']:.1f}" for c in cells)
+              + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--metrics", default="metrics/details/eval.json",
                     help="the workspace's (c) and (a)")
-    ap.add_argument("--out", default="bench/results/pretraining_value.json")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--seeds", type=int, default=0,
+                    help="train and probe this many seeds (the frozen probes only)")
     args = ap.parse_args()
+    if args.seeds:
+        seeds_table(args.params, args.seeds,
+                    args.out or "bench/results/pretraining_value_seeds.json")
+        return
+    args.out = args.out or "bench/results/pretraining_value.json"
     full = json.loads(Path(args.metrics).read_text())
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

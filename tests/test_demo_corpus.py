@@ -352,3 +352,23 @@ def test_the_corpus_split_keeps_a_scripts_videos_together(micro_demo, micro_para
     assert abs(got.count("test") / len(got) - 0.2) < 0.01
     assert got == [split_of(key, 0.1, 0.2, seed=3) for key in keys]  # deterministic
     assert got != [split_of(key, 0.1, 0.2, seed=4) for key in keys]  # seeded
+
+
+def test_a_scripts_narration_names_its_object_or_says_it(tmp_path):
+    from tvts.config import DemoConfig, DemoDownstreamSizes
+
+    def said(fraction: float) -> list[list[str]]:
+        cfg = DemoConfig(num_videos=18, width=32, height=32, fps=2, leak_fraction=0.0,
+                         named_fraction=fraction,
+                         downstream=DemoDownstreamSizes(ssv2_train=1, ssv2_val=1, msrvtt=1,
+                                                        webvid=1, cc3m=1, svo=0))
+        return _said(_sidecars(generate_demo(cfg, 0, tmp_path / str(fraction))))
+
+    assert all(s.startswith("the ") for v in said(1.0) for s in v)
+    assert all(s.startswith("it ") for v in said(0.0) for s in v)
+    half = said(0.5)
+    k = DemoConfig().orders_per_script
+    forms = [{s.split()[0] for s in v} for v in half]
+    assert all(len(f) == 1 for f in forms)  # one form per video: the form says no order
+    assert all(forms[i] == forms[i - i % k] for i in range(len(forms)))  # one per script
+    assert {"the", "it"} == set().union(*forms)

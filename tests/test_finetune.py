@@ -218,7 +218,7 @@ def test_finetune_classification_runs_and_is_reused(labelled, tmp_path, monkeypa
     assert res.ids == ["c4", "c5"] and res.actual == ["even", "odd"]
     assert res.classes == ["even", "odd"] and res.probabilities.shape == (2, 2)
     assert res.metrics["steps"] == 4 and {"top1", "top5", "chance_top1"} <= set(res.metrics)
-    assert (tmp_path / "run" / "result.npz").exists()
+    assert len(list((tmp_path / "run" / "results").glob("*.npz"))) == 1
     assert not (tmp_path / "run" / "checkpoints").exists()  # the optimiser state is dropped
     assert (tmp_path / "run" / "dvclive").exists()
     # the encoder given is not changed: a copy is fine-tuned
@@ -229,7 +229,8 @@ def test_finetune_classification_runs_and_is_reused(labelled, tmp_path, monkeypa
     monkeypatch.setattr(Trainer, "fit", fit)
     again = finetune_classification(vit, data, cfg, 2, tmp_path / "run", CPU, 0, "w1")
     np.testing.assert_array_equal(again.probabilities, res.probabilities)
-    assert FinetuneResult.load(tmp_path / "run" / "result.npz", "other") is None
+    (saved,) = (tmp_path / "run" / "results").glob("*.npz")
+    assert FinetuneResult.load(saved, "other") is None
     with pytest.raises(RuntimeError, match="trained again"):  # other weights: a new run
         finetune_classification(vit, data, cfg, 2, tmp_path / "run", CPU, 0, "w2")
     with pytest.raises(RuntimeError, match="trained again"):  # another test batch
@@ -240,6 +241,11 @@ def test_finetune_classification_runs_and_is_reused(labelled, tmp_path, monkeypa
     monkeypatch.setattr(finetune_module, "code_digest", lambda *modules: "edited")
     with pytest.raises(RuntimeError, match="trained again"):
         finetune_classification(vit, data, cfg, 2, tmp_path / "run", CPU, 0, "w1")
+    # the edit reverted: the first result is still there, served without training
+    monkeypatch.undo()
+    monkeypatch.setattr(Trainer, "fit", fit)
+    back = finetune_classification(vit, data, cfg, 2, tmp_path / "run", CPU, 0, "w1")
+    np.testing.assert_array_equal(back.probabilities, res.probabilities)
 
 
 # ---------------------------------------------------------------- SVO probes
@@ -383,8 +389,8 @@ def test_two_process_fine_tuning_matches_one_process(labelled, tmp_path):
                                   tmp_path / "one", CPU, 0, "w1")
     mp.spawn(_ddp_finetune, args=(2, free_port(), labelled, str(tmp_path / "two")), nprocs=2,
              join=True)
-    two = FinetuneResult.load(tmp_path / "two" / "result.npz", next(iter(
-        np.load(tmp_path / "one" / "result.npz")["fingerprint"].reshape(1))).item())
+    (fp,) = [p.stem for p in (tmp_path / "one" / "results").glob("*.npz")]
+    two = FinetuneResult.load(tmp_path / "two" / "results" / f"{fp}.npz", fp)
     assert two is not None  # the same fingerprint: the process layout is not part of it
     assert two.metrics["steps"] == one.metrics["steps"] == 2
     # each process trained on its half of every batch, DDP averaged the gradients: the same

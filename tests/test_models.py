@@ -436,3 +436,28 @@ def test_sincos_position_init_codes_where_and_when():
     normal = VideoViT(VideoViTConfig(**{**SMALL.__dict__, "position_init": "normal"}))
     assert float(normal.pos_embed_spatial.abs().max()) < 0.1
     assert float(normal.pos_embed_temporal.abs().max()) == 0.0
+
+
+def test_a_frozen_text_encoder_encodes_each_transcript_once_whatever_its_batch():
+    from tvts.models.text_encoder import TextEncoder, load_tokenizer
+
+    tok = load_tokenizer("bundled:minilm-l6")
+    frozen = TextEncoder("bundled:minilm-l6", freeze=True, pooling="mean").eval()
+    batch = tok(["it moves up", "the red circle grows and then it shrinks", "it moves up"],
+                padding=True, return_tensors="pt")
+    got = frozen(batch["input_ids"], batch["attention_mask"])
+    frozen_ref = TextEncoder("bundled:minilm-l6", freeze=True, pooling="mean").eval()
+    frozen_ref._cache = None  # the plain batched computation
+    torch.testing.assert_close(got, frozen_ref(batch["input_ids"], batch["attention_mask"]),
+                               atol=1e-5, rtol=1e-5)
+    assert len(frozen._cache) == 2  # two distinct transcripts
+    # the same transcript in another batch (other padding): the cached value, not recomputed
+    frozen.model.forward = lambda *a, **k: pytest.fail("encoded again")
+    other = tok(["it moves up", "a much longer transcript than the others, padded"][:1],
+                return_tensors="pt")
+    assert torch.equal(frozen(other["input_ids"], other["attention_mask"])[0], got[0])
+    # trained (not frozen): no cache, the gradient flows
+    trained = TextEncoder("bundled:minilm-l6", freeze=False, pooling="mean")
+    assert trained._cache is None
+    trained(batch["input_ids"], batch["attention_mask"]).sum().backward()
+    assert trained.model.embeddings.word_embeddings.weight.grad is not None

@@ -85,13 +85,9 @@ class DemoConfig(_Section):
     # Videos that say the same script (the same events), each in its own order: the same
     # transcripts in different orders, so the text alone cannot tell the order.
     orders_per_script: PositiveInt = 3
-    # whether the pretraining narration names the object ("the red circle moves up") or
-    # not ("it moves up")
-    narration_names_object: bool = True
-    # how long an SSV2-format clip's action lasts (seconds, drawn per clip); the clip adds
-    # 0.4 s before and after
-    ssv2_action_s: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (
-        1.5, 2.2)
+    # share of scripts whose narration names the object ("the red circle moves up"); the
+    # others say "it moves up" (a script's videos all say it one way: order-free)
+    named_fraction: Fraction = 1.0
 
     @model_validator(mode="after")
     def _slots_fit(self) -> DemoConfig:

@@ -4,9 +4,11 @@ checkpoints, dvclive) with layer-wise lr decay, drop path, label smoothing, mixu
 and RandAugment, then tested on T temporal x S spatial views per clip, the class
 probabilities averaged over the views.
 
-A finished run leaves `result.npz` in its folder with a fingerprint of everything it depends
-on (the encoder's weights, the recipe, the clips and their files): a rerun with the same
-fingerprint reuses it; an interrupted run resumes from its last checkpoint.
+A finished run leaves `results/<fingerprint>.npz` in its folder, the fingerprint covering
+everything it depends on (the encoder's weights, the recipe, the clips and their files, the code
+that trains and tests): a rerun with the same fingerprint reuses it, and results of other
+fingerprints stay beside it (the last RESULTS_KEPT), so an edit reverted finds its old results
+again; an interrupted run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +43,18 @@ from tvts.train.distributed import Dist
 from tvts.train.loop import Trainer, use_bf16
 from tvts.train.param_groups import layer_decay_groups
 
-RESULT = "result.npz"
+RESULTS = "results"
+RESULTS_KEPT = 8  # per run folder: a few KB each (test probabilities)
+
+
+def result_path(out_dir: Path, fingerprint: str) -> Path:
+    return out_dir / RESULTS / f"{fingerprint}.npz"
+
+
+def _prune_results(out_dir: Path) -> None:
+    kept = sorted((out_dir / RESULTS).glob("*.npz"), key=lambda p: p.stat().st_mtime_ns)
+    for old in kept[:-RESULTS_KEPT]:
+        old.unlink(missing_ok=True)
 
 
 def labelled_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -215,7 +228,7 @@ def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneCo
                          data.train, test, data.train_spec, data.test_spec, seed,
                          code_digest(__name__, *model_modules(video)),
                          {"test_batch": test_batch, "device": d.device.type, "bf16": bf16})
-    done = FinetuneResult.load(out_dir / RESULT, fp)
+    done = FinetuneResult.load(result_path(out_dir, fp), fp)
     if done is not None:
         return done
     claim_run_dir(out_dir, fp, d)
@@ -252,7 +265,8 @@ def finetune_classification(video: VideoViT, data: ClassifyData, cfg: FinetuneCo
     result = FinetuneResult(metrics, ids, actual, classes, probs,
                             failed + sorted(trainer.skipped.items()))
     if d.main:
-        result.save(out_dir / RESULT, fp)
+        result.save(result_path(out_dir, fp), fp)
+        _prune_results(out_dir)
         # the optimiser state is 3x the weights: not kept once the result is
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return result

@@ -46,7 +46,8 @@ def finetune_set(params: Params, set_name: str, splits: SetSplits, test_spec: Vi
     """Classification fine-tuning of each model's video encoder on the set (a finished run is
     reused while its weights, recipe and clips are unchanged)."""
     cfg, data = params.evaluate.finetune, params.data
-    train_spec = ViewSpec(data.num_frames, data.frame_size, data.resize_short, data.decoder)
+    # the test clips' frame count (evaluate.classification_frames) for training too
+    train_spec = ViewSpec(test_spec.frames, data.frame_size, data.resize_short, data.decoder)
     sets = ClassifyData(_labelled_rows(splits.train), _labelled_rows(splits.test), train_spec,
                         test_spec)
     epochs = cfg.epochs_per_format.get(params.set_format(set_name), cfg.epochs)

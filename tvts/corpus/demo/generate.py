@@ -127,7 +127,7 @@ def _ssv2_clip(job: Job) -> dict[str, Any]:
         state = random_state(rng, visible=action != "appear")
         if valid(action, thing, state):
             break
-    lead, length = 0.4, float(rng.uniform(*cfg.ssv2_action_s))
+    lead, length = 0.4, float(rng.uniform(1.5, 2.2))
     seg = Segment("event", lead, lead + length, 0, action, state, apply(action, thing, state))
     scene = Scene([thing], [state], [seg], lead + length + 0.4, int(rng.integers(2**31)))
     frames = render(scene, cfg.fps, cfg.width, cfg.height)
@@ -277,6 +277,7 @@ class Script:
     things: list[Thing]
     events: list[tuple[int, str]]
     background_seed: int
+    named: bool = True  # the narration names the object, or says "it"
 
 
 def script_of(cfg: DemoConfig, seed: int, video_index: int) -> Script:
@@ -294,7 +295,8 @@ def script_of(cfg: DemoConfig, seed: int, video_index: int) -> Script:
     for i in (j % len(things) for j in range(slots)):
         options = [a for a in actions_for(things[i]) if (i, a) not in events]
         events.append((i, str(rng.choice(options))))
-    return Script(things, events, int(rng.integers(2**31)))
+    background = int(rng.integers(2**31))
+    return Script(things, events, background, bool(rng.random() < cfg.named_fraction))
 
 
 def with_script_groups(collected: Collected) -> Collected:
@@ -325,7 +327,7 @@ def _pretrain_video(job: Job) -> dict[str, Any]:
                                    cfg.width, cfg.height)
         leak_slot = len(leak_frames) / cfg.fps
     segments = plan_slots(rng, synth, things, events, cfg.event_s, cfg.speech_at_s, leak_slot,
-                          cfg.narration_names_object)
+                          script.named)
     scene = Scene(things, initial, segments, cfg.duration_s, script.background_seed)
     frames = render(scene, cfg.fps, cfg.width, cfg.height, leak_frames)
     audio = mix_audio(scene, synth.sample_rate, int(rng.integers(2**31)))
@@ -351,7 +353,7 @@ def _pretrain_video(job: Job) -> dict[str, Any]:
         "objects": [asdict(t) for t in things],
         # the videos of one script say the same sentences: they share a split
         "script": job.index // cfg.orders_per_script,
-        "segments": [_segment_record(s, things, cfg.narration_names_object) for s in segments],
+        "segments": [_segment_record(s, things, script.named) for s in segments],
         "leak": leak_rec,
     }
     _write_json(Path(job.root) / f"{stem}.json", sidecar)
