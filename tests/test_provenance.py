@@ -80,6 +80,22 @@ def test_a_one_line_edit_of_a_module_that_runs_changes_the_key(project_copy, ent
     assert code_digest(entry, root=project_copy) == before
 
 
+@pytest.mark.parametrize("entry, edited", [
+    ("tvts.eval.retrieval_finetune", "tvts/models/classifier.py"),  # classification's head
+    ("tvts.eval.features", "tvts/eval/finetune.py"),
+    ("tvts.pack.shards", "tvts/asr/engines.py"),
+])
+def test_an_edit_elsewhere_keeps_the_key(project_copy, entry, edited):
+    path = project_copy / edited
+    original = path.read_text()
+    before = code_digest(entry, root=project_copy)
+    try:
+        path.write_text(original + "\n# one more line\n")
+        assert code_digest(entry, root=project_copy) == before
+    finally:
+        path.write_text(original)
+
+
 def test_model_modules_name_the_classes_that_run():
     from tvts.models.classifier import VideoClassifier
     from tvts.models.video_vit import VideoViT, VideoViTConfig

@@ -13,7 +13,6 @@ again; an interrupted run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -34,10 +33,11 @@ from tvts.data.labelled import LabelledClips, LabelledItem
 from tvts.data.transforms import batch_to, normalize
 from tvts.eval.features import ViewSpec
 from tvts.eval.metrics import topk_accuracy
+from tvts.eval.runs import claim_run_dir, run_fingerprint
 from tvts.models.classifier import VideoClassifier, with_drop_path
 from tvts.models.video_vit import VideoViT
 from tvts.provenance import code_digest, model_modules
-from tvts.storage import atomic_path, atomic_write_text
+from tvts.storage import atomic_path
 from tvts.train.checkpoint import seed_all
 from tvts.train.distributed import Dist
 from tvts.train.loop import Trainer, use_bf16
@@ -165,38 +165,6 @@ class FinetuneResult:
                            [tuple(s.split("\t", 1)) for s in z["failed"].tolist()])
         except (OSError, ValueError, KeyError):
             return None
-
-
-def claim_run_dir(out_dir: Path, fingerprint: str, d: Dist) -> None:
-    """Make `out_dir` this run's: the checkpoints and logs of a run with another fingerprint
-    (killed before it finished, then the weights or the recipe changed) are removed, so the
-    trainer resumes only a run of the same fingerprint. The main process decides; the others
-    wait for it before they look for a checkpoint."""
-    if d.main:
-        _claim(out_dir, fingerprint)
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _claim(out_dir: Path, fingerprint: str) -> None:
-    marker = out_dir / "run.json"
-    try:
-        same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
-    except (OSError, ValueError):
-        same = False
-    if not same:
-        for stale in ("checkpoints", "dvclive"):
-            shutil.rmtree(out_dir / stale, ignore_errors=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}) + "\n")
-
-
-def run_fingerprint(*parts: Any) -> str:
-    """A hash of the JSON of `parts` (settings, item lists, weight fingerprints)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)

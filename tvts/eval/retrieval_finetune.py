@@ -17,7 +17,7 @@ from typing import Any
 from tvts.config import RetrievalFinetuneConfig
 from tvts.data.captioned import CaptionedDataset, CaptionedItem
 from tvts.data.tvts_dataset import TVTSCollate
-from tvts.eval.finetune import claim_run_dir, run_fingerprint
+from tvts.eval.runs import claim_run_dir, run_fingerprint
 from tvts.models.tvts_model import TVTSModel
 from tvts.provenance import code_digest, model_modules
 from tvts.storage import atomic_path, atomic_write_text
