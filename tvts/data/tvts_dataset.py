@@ -257,7 +257,8 @@ def split_entries(entries: list[VideoEntry], videos: pl.DataFrame) -> CorpusSpli
     split = dict(zip(videos["video_id"], videos["split"], strict=True))
     parts: dict[str, list[VideoEntry]] = {"train": [], "val": [], "test": []}
     for e in entries:
-        parts[split.get(e.video_id) if split.get(e.video_id) in parts else "train"].append(e)
+        name = split.get(e.video_id, "train")
+        parts[name if name in parts else "train"].append(e)
     if not parts["val"] and len(parts["train"]) > 1:
         train = parts["train"]
         k = max(1, math.ceil(len(train) / 10))

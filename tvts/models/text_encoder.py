@@ -83,14 +83,16 @@ class TextEncoder(nn.Module):
         the real tokens."""
         if self._cache is None:
             return self._encode(input_ids, attention_mask)
-        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask, strict=True)]
-        keys = [r.cpu().numpy().tobytes() for r in rows]
-        for key, row in zip(keys, rows, strict=True):
+        # the keys from one host copy of the batch (not a device sync per transcript)
+        ids_host, mask_host = input_ids.cpu().numpy(), attention_mask.cpu().numpy().astype(bool)
+        keys = [ids[mask].tobytes() for ids, mask in zip(ids_host, mask_host, strict=True)]
+        for i, key in enumerate(keys):
             if key not in self._cache:
                 if len(self._cache) >= CACHE_ENTRIES:
                     self._cache.pop(next(iter(self._cache)))  # the oldest
+                row = input_ids[i][attention_mask[i].bool()][None]
                 with torch.autocast(input_ids.device.type, enabled=False):
-                    self._cache[key] = self._encode(row[None], torch.ones_like(row[None]))[0]
+                    self._cache[key] = self._encode(row, torch.ones_like(row))[0]
         return torch.stack([self._cache[k] for k in keys])
 
     def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
