@@ -255,10 +255,10 @@ class DownstreamConfig(_Section):
     # set name -> `demo` (the generator's set of that name), a local directory of clips
     # (label = the sub-folder a clip is in), or {format, root[, videos, split]}.
     sets: dict[str, str | DownstreamSource] = {"ssv2": "demo", "msrvtt": "demo"}
-    # the SVO-Probes test (zero-shot, images): `demo` (the generator's, in the release's
-    # layout), {root[, images]}, or null (not run: set it so with sets of your own and no
-    # SVO-Probes copy)
-    svo: Literal["demo"] | SvoSource | None = "demo"
+    # the SVO-Probes test (zero-shot, images): `auto` (the demo's probes when corpus.source is
+    # demo, else none), `demo` (the generator's, in the release's layout), {root[, images]},
+    # or null (not run). Resolved by Params.svo_source().
+    svo: Literal["auto", "demo"] | SvoSource | None = "auto"
     workers: PositiveInt = 2
 
     @field_validator("sets")
@@ -744,6 +744,14 @@ class Params(_Section):
                 "set it to the official MAE ViT-B/16 checkpoint (mae_pretrain_vit_base.pth from "
                 "github.com/facebookresearch/mae, or a timm ViT-B/16 .safetensors), or to "
                 "`scratch` to train from random weights on purpose")
+
+    def svo_source(self) -> Literal["demo"] | SvoSource | None:
+        """downstream.svo with `auto` resolved: the demo's probes only make sense beside the
+        demo corpus, so a user's own corpus runs no SVO test unless one is named."""
+        svo = self.downstream.svo
+        if svo == "auto":
+            return "demo" if self.corpus.source == "demo" else None
+        return svo
 
     def set_format(self, name: str) -> str:
         """A downstream set's format: its release's, the demo set's name, or `directory`."""

@@ -29,7 +29,31 @@ def read_directory(name: str, root: Path) -> list[Row]:
         rel = path.relative_to(root)
         label = rel.parts[0] if len(rel.parts) > 1 else None
         rows.append(row(name, rel.with_suffix("").as_posix(), path, None, label,
-                        missing=missing))
+                        missing=missing, source=str(path)))
+    return rows
+
+
+def check_unique(key: str, rows: list[Row]) -> list[Row]:
+    """A clip listed twice (by id, or two ids that find one file) is an error naming both
+    places: in two splits it leaks test items into training; twice in one split it weighs
+    double."""
+    seen_id: dict[str, Row] = {}
+    seen_file: dict[str, Row] = {}
+    for r in rows:
+        for seen, value, what in ((seen_id, r["downstream_id"], "id"),
+                                  (seen_file, r["uri"] if r["missing"] is None else None,
+                                   "file")):
+            if value is None:
+                continue
+            first = seen.setdefault(value, r)
+            if first is not r:
+                raise UserError(
+                    f"{key}: {what} {value!r} is listed twice: {first['source']} "
+                    f"({first['split'] or 'no split'}: {first['downstream_id']}) and "
+                    f"{r['source']} ({r['split'] or 'no split'}: {r['downstream_id']})"
+                    + ("; a clip in two splits leaks test items into training"
+                       if first["split"] != r["split"] else "")
+                    + ". Remove one of the two entries.")
     return rows
 
 
@@ -43,7 +67,8 @@ def read_set(name: str, source: str | DownstreamSource, demo_root: Path = DEMO_R
                             f"holds the {source.format} annotation files)")
         if source.videos and not Path(source.videos).is_dir():
             raise UserError(f"{key}.videos = {source.videos!r}: not a directory")
-        return ADAPTERS[source.format](name, root, source.videos, source.split)
+        return check_unique(key, ADAPTERS[source.format](name, root, source.videos,
+                                                           source.split))
     if source == "demo":
         if name not in DEMO_SETS:
             raise UserError(f"{key} = demo, but the demo generator has no set {name!r}; demo "
@@ -53,7 +78,7 @@ def read_set(name: str, source: str | DownstreamSource, demo_root: Path = DEMO_R
         if not root.is_dir():
             raise UserError(f"{key} = demo, but {root} does not exist: run the corpus stage "
                             "with corpus.source = demo first (dvc repro corpus)")
-        return ADAPTERS[name](name, root)
+        return check_unique(key, ADAPTERS[name](name, root))
     root = Path(source)
     if not root.is_dir():
         raise UserError(f"{key} = {source!r}: not a directory. Use `demo`, a local directory "

@@ -6,10 +6,10 @@ its own probes in this layout."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
+from tvts.downstream.files import csv_rows, plain_name
 from tvts.errors import UserError
 
 CSV_NAME = "svo_probes.csv"
@@ -24,6 +24,8 @@ def _flag(value: str) -> bool:
 
 
 def _image(images: Path, image_id: str) -> Path | None:
+    if not plain_name(image_id):
+        return None  # `../x` or `/abs/x` would load an image outside the images folder
     for suffix in IMAGE_SUFFIXES:
         path = images / f"{image_id}{suffix}"
         if path.exists():
@@ -43,15 +45,12 @@ def read_svo_probes(root: Path, images: Path | None = None, key: str = "downstre
     if not images.is_dir():
         raise UserError(f"{key}: image folder {images} does not exist: download the images of "
                         f"{CSV_NAME}'s pos_url / neg_url columns there as <image_id>.jpg")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{key}: {path} lacks the column(s) {', '.join(missing)} of the "
-                            "SVO-Probes release")
-        rows = list(reader)
+    try:
+        rows = list(csv_rows(path, set(REQUIRED), "the SVO-Probes release's svo_probes.csv"))
+    except UserError as e:
+        raise UserError(f"{key}: {e}") from None
     probes, bad = [], []
-    for i, r in enumerate(rows):
+    for i, (line, r) in enumerate(rows):
         probe_id = (r.get("") or r.get("index") or str(i)).strip() or str(i)
         kinds = [k for k in NEG_TYPES if _flag(r[f"{k}_neg"])]
         pos, neg = _image(images, r["pos_image_id"]), _image(images, r["neg_image_id"])
@@ -60,7 +59,9 @@ def read_svo_probes(root: Path, images: Path | None = None, key: str = "downstre
             reason = f"negative type flags {kinds or 'none'}: exactly one of subj/verb/obj"
         elif pos is None or neg is None:
             which = r["pos_image_id"] if pos is None else r["neg_image_id"]
-            reason = (f"image {which} not found in {images} (download it as "
+            reason = (f"line {line}: image id {which!r} is not a plain file name (it would "
+                      f"reach outside {images})" if not plain_name(which) else
+                      f"image {which} not found in {images} (download it as "
                       f"{images}/{which}.jpg)")
         if reason:
             bad.append({"video_id": f"svo_probes/{probe_id}", "uri": str(pos or neg or ""),

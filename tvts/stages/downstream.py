@@ -26,6 +26,7 @@ SVO_TABLE = "svo_probes"  # data/downstream/svo_probes.parquet (a reserved set n
 def _probe(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     row = dict(row)
     missing = row.pop("missing", None)
+    row.pop("source", None)
     if missing:
         return row, missing
     try:
@@ -36,7 +37,7 @@ def _probe(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
 
 def _svo_source(params: Params, demo_root: Path) -> tuple[Path, Path | None] | None:
     """(root, images) of downstream.svo, or None when it is off."""
-    source = params.downstream.svo
+    source = params.svo_source()
     if source is None:
         return None
     if source == "demo":

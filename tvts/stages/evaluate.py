@@ -299,7 +299,7 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                                 f"{set_name}: top-5 class scores after fine-tuning"),
                       figures_dir / f"top5-{set_name}.png")
     svo_path = downstream_dir / f"{SVO_PROBES}.parquet"
-    if params.downstream.svo is not None:
+    if params.svo_source() is not None:
         t_v = time.perf_counter()
         if not svo_path.exists():
             raise UserError(f"no {svo_path}: run the downstream stage first (dvc repro "
