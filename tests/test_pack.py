@@ -345,3 +345,104 @@ def test_training_decodes_packed_jpegs_on_the_device(micro_demo, tmp_path):
     record = json.loads((tmp_path / "details" / "pretrain.json").read_text())
     assert record["steps"] > 0 and record["skipped_videos"] == 0, msg
     assert 0.0 <= record["val_sort_acc"] <= 1.0
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_frame_table_is_rewritten_by_the_next_pack(corpus, tmp_path):
+    """Same size, same manifest: before, `pack` kept the shard as "already done"."""
+    videos, _ = corpus
+    p = resolve({"profile": "micro"})
+    index, _, _ = _pack(p, videos, tmp_path)
+    row = index.row(0, named=True)
+    tar = tmp_path / row["shard"]
+    good = tar.read_bytes()
+    _flip(tar, row["table_offset"] + row["table_size"] - 3)
+    _, _, m = _pack(p, videos, tmp_path)
+    assert m["shards_repaired"] == 1 and m["shards_resumed"] == 1
+    assert tar.read_bytes() == good
+
+
+def test_a_jpeg_a_reader_found_corrupt_is_rewritten_and_verify_finds_it_unreported(
+        corpus, tmp_path):
+    videos, _ = corpus
+    p = resolve({"profile": "micro"})
+    index, _, _ = _pack(p, videos, tmp_path)
+    row = index.row(0, named=True)
+    tar = tmp_path / row["shard"]
+    good = tar.read_bytes()
+    table = PackedIndex(index, str(tmp_path)).reader(row["video_id"])._table
+    _flip(tar, int(table["offset"][1]) + 100)
+    # the frame tables still match: a plain run keeps the shard, --verify does not
+    _, _, kept = _pack(p, videos, tmp_path)
+    assert kept["shards_repaired"] == 0 and tar.read_bytes() != good
+    settings = settings_for(p.pack, p.data.resize_short, p.data.decoder)
+    jobs = plan(videos, p.pack, settings, tmp_path, S3Config(), str(tmp_path / "c"))
+    verified = pack_corpus(jobs, 1, verify=True)
+    assert list(verified.repaired) == [row["shard"]] and tar.read_bytes() == good
+    # a reader that meets the damage leaves a note; the next plain run rewrites the shard
+    _flip(tar, int(table["offset"][1]) + 100)
+    with pytest.raises(Exception, match="CRC mismatch"):
+        PackedIndex(index, str(tmp_path)).reader(row["video_id"]).get_frames(np.arange(2))
+    marker = tmp_path / (row["shard"] + ".corrupt")
+    assert "CRC mismatch" in marker.read_text()
+    _, _, healed = _pack(p, videos, tmp_path)
+    assert healed["shards_repaired"] == 1 and tar.read_bytes() == good
+    assert not marker.exists()
+
+
+def test_a_set_whose_only_video_fails_names_it_and_the_fix(packed, corpus, params, tmp_path):
+    """Before: `RuntimeError: 16 videos in a row gave no sample` with a traceback."""
+    from tvts.data.tvts_dataset import NoSampleError
+
+    out, index, _, _ = packed
+    _, entries = corpus
+    copy = tmp_path / "shards"
+    shutil.copytree(out, copy)
+    row = next(r for r in index.iter_rows(named=True) if r["video_id"] == entries[0].video_id)
+    _flip(copy / row["shard"], row["table_offset"] + 5)
+    ds = TVTSDataset([entries[0]], SampleSpec.from_params(params), seed=0,
+                     packed=PackedIndex(index, str(copy)))
+    with pytest.raises(NoSampleError) as direct:
+        ds[0]
+    text = str(direct.value)
+    assert entries[0].video_id in text and "CRC mismatch" in text and "dvc repro pack" in text
+    assert "1 draws in a row" in text  # stops once every video of the set failed
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=TVTSCollate(
+        params.model.text.name, params.data.max_text_tokens))
+    with pytest.raises(NoSampleError) as through_worker:
+        next(iter(loader))
+    assert str(through_worker.value) == text  # the worker's traceback is not the message
+
+
+def test_temporary_files_of_killed_writes_are_swept_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tvts.storage import atomic_path, sweep_leftovers, temp_owner
+
+    shards = tmp_path / "data" / "pack" / "shards"
+    with atomic_path(shards / "shard-00000.tar") as tmp:
+        tmp.write_bytes(b"x")
+        live = tmp  # this process writes it: kept
+        assert oct(tmp.stat().st_mode & 0o777) == "0o600"
+        dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        dead = shards / live.name.replace(temp_owner(), temp_owner(int(dead_pid)))
+        dead.write_bytes(b"y" * 100)
+        (shards / ".other.tmp").write_bytes(b"z")  # no owner, fresh: kept (may be another host's)
+        old = shards / ".shard-00001.tar.abc123.tmp"  # the old naming, a day old: swept
+        old.write_bytes(b"w")
+        os.utime(old, (1, 1))
+        metrics_tmp = tmp_path / "metrics" / f".pack.json.{temp_owner(int(dead_pid))}q.tmp"
+        metrics_tmp.parent.mkdir()
+        metrics_tmp.write_text("{")
+        removed = sweep_leftovers([shards, tmp_path / "metrics" / "pack.json",
+                                   tmp_path / "data" / "pack" / "index.parquet"])
+        assert sorted(removed) == sorted([dead, old, metrics_tmp])
+        assert live.exists() and (shards / ".other.tmp").exists()

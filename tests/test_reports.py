@@ -4,6 +4,7 @@ template, PNG figures, the reports index, the headline metrics."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -212,3 +213,55 @@ def test_headline_metrics_keep_trained_encoders_main_figures():
     full["ssv2"]["linear"]["post_pretrain"] = full["ssv2"]["linear"]["random"]
     assert headline_metrics(full)["ssv2"]["linear_top1"]["gain_over_random"] == 0.0
     assert json.dumps(headline_metrics(full))  # plain JSON
+
+
+REPO = Path(__file__).resolve().parents[1]
+# no double quotes: json.dumps would escape them and break the injected script on its own
+HOSTILE_LABEL = ("</script><script>document.documentElement.setAttribute('data-pwned', 1)"
+                 "</script><!--")
+
+
+def _second_clone(tmp_path: Path) -> Path:
+    """What a teammate's clone holds of the DVC setup: the tracked files only (no install
+    script run), in a fresh git repository."""
+    import subprocess
+
+    clone = tmp_path / "clone"
+    tracked = subprocess.run(["git", "ls-files", ".dvc", "dvc.yaml", "params.yaml"], cwd=REPO,
+                             check=True, capture_output=True, text=True).stdout.split()
+    for name in tracked:
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, clone / name)
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    return clone
+
+
+def test_committed_plots_template_is_what_the_code_writes(tmp_path):
+    committed = REPO / ".dvc" / "offline_plots.html"
+    assert committed.read_text() == install_plots_template(tmp_path).read_text(), (
+        "the committed .dvc/offline_plots.html is stale: run `python -m tvts reports setup` "
+        "and commit it")
+
+
+def test_a_second_clones_plots_page_renders_and_keeps_a_hostile_label_as_data(tmp_path):
+    """`dvc plots show` in a clone that never ran the install script draws the confusion
+    matrix offline, and a class name that closes the script block stays text."""
+    import subprocess
+
+    from tvts.reports.plots import confusion_rows
+
+    clone = _second_clone(tmp_path)
+    rows = confusion_rows([HOSTILE_LABEL, "a", "a"], ["a", "a", HOSTILE_LABEL])
+    confusion = clone / "reports" / "eval" / "confusion" / "s-pretrain.json"
+    confusion.parent.mkdir(parents=True)
+    confusion.write_text(json.dumps(rows))
+    done = subprocess.run(["dvc", "plots", "show"], cwd=clone, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = clone / "dvc_plots" / "index.html"
+    html = page.read_text()
+    assert remote_references(html) == []
+    assert "</script><script>document" not in html and "<!--" not in html
+    dom = dump_dom(page)
+    assert 'class="marks"' in dom  # Vega drew the matrix
+    assert not re.search(r"<html[^>]*data-pwned", dom)  # the label is drawn, never run

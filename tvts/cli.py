@@ -7,11 +7,13 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from tvts.config import ParamsError, load_params, process_count
 from tvts.errors import MissingInput, UserError
+from tvts.storage import sweep_leftovers
 
 STAGES = ("sources", "corpus", "asr", "validate", "downstream", "dedup", "pack", "pretrain",
           "post_pretrain", "evaluate", "reports")
@@ -42,19 +44,25 @@ def parse_part(text: str) -> tuple[int, int]:
     return i, n
 
 
-def producer_of(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
-    """The dvc.yaml stage whose outputs hold `path`, if any."""
+def stage_outputs(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[Path]]:
+    """Each dvc.yaml stage's outputs (outs, metrics, plots), relative to its folder; empty
+    when there is no readable dvc.yaml (a stage run outside the project)."""
     try:
         stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
     except (OSError, yaml.YAMLError):
-        return None
+        return {}
+    return {str(name): [Path(next(iter(out)) if isinstance(out, dict) else str(out))
+                        for kind in ("outs", "metrics", "plots")
+                        for out in stage.get(kind) or []]
+            for name, stage in stages.items()}
+
+
+def producer_of(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
+    """The dvc.yaml stage whose outputs hold `path`, if any."""
     target = Path(os.path.relpath(Path(path).absolute(), Path(dvc_yaml).absolute().parent))
-    for name, stage in stages.items():
-        for kind in ("outs", "metrics", "plots"):
-            for out in stage.get(kind) or []:
-                out_path = Path(next(iter(out)) if isinstance(out, dict) else str(out))
-                if target == out_path or out_path in target.parents:
-                    return str(name)
+    for name, outs in stage_outputs(dvc_yaml).items():
+        if any(target == out or out in target.parents for out in outs):
+            return name
     return None
 
 
@@ -72,7 +80,17 @@ def _stage_cmd(args: argparse.Namespace) -> int:
     if args.shards is not None and args.name not in SHARDED_STAGES:
         raise UserError(f"--shards: stage {args.name} has no per-shard mode; stages that "
                         f"have: {', '.join(SHARDED_STAGES)}")
-    kwargs = {} if args.shards is None else {"shards": parse_part(args.shards)}
+    kwargs: dict[str, Any] = {} if args.shards is None else {"shards": parse_part(args.shards)}
+    if args.verify:
+        if args.name != "pack":
+            raise UserError("--verify: only the pack stage checks what it keeps")
+        kwargs["verify"] = True
+    # temporary files of this stage's writes that a kill left (a part writing beside this
+    # run keeps its own: their writers still run)
+    left = sweep_leftovers(stage_outputs().get(args.name, []))
+    if left:
+        print(f"{args.name}: removed {len(left)} temporary file(s) of killed writes "
+              f"(e.g. {left[0]})", file=sys.stderr)
     try:
         print(module.run(params, **kwargs))
     except MissingInput as e:
@@ -123,9 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shards", metavar="I/N", default=None,
                    help="asr, dedup, evaluate: only part I of N of the per-video work "
                         "(shards s with s %% N == I), kept for the whole stage to merge")
+    s.add_argument("--verify", action="store_true",
+                   help="pack: check every JPEG of the shards it keeps against its CRC "
+                        "(reads them all) and rewrite a damaged one; without it, the frame "
+                        "tables are checked and shards a reader reported are rewritten")
     s.set_defaults(func=_stage_cmd)
-    o = sub.add_parser("reports", help="set up offline report pages (scripts/install.sh "
-                       "runs it)")
+    o = sub.add_parser("reports", help="set up offline report pages (the committed template "
+                       "again, after the vl-convert pin changes)")
     o.add_argument("action", choices=("setup",),
                    help="setup: write the `dvc plots show` page template that inlines the "
                         "Vega libraries (.dvc/config's plots.html_template)")

@@ -8,6 +8,7 @@ import functools
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 import threading
@@ -36,13 +37,76 @@ def current_umask() -> int:
     return mask
 
 
+# A temporary name says who writes it (`.<name>.<host>~<pid>~<random>.tmp`), so that the next
+# run can tell a write that a kill left behind (its process is gone) from one in progress (a
+# part of the same stage writing beside it): `sweep_leftovers`.
+_TMP_OWNER = re.compile(r"\.(?P<host>[^.~/]+)~(?P<pid>\d+)~[^.]*\.tmp$")
+ABANDONED_AFTER_S = 24 * 3600  # a temp of another host (or an unknown writer) left this long
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def temp_owner(pid: int | None = None) -> str:
+    """`<host>~<pid>~`: what a temporary name carries of its writer."""
+    return f"{_host()}~{os.getpid() if pid is None else pid}~"
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{temp_owner()}"
+
+
+def _abandoned(tmp: Path, now: float) -> bool:
+    m = _TMP_OWNER.search(tmp.name)
+    if m and m["host"] == _host():
+        try:
+            os.kill(int(m["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+    try:
+        return now - tmp.lstat().st_mtime > ABANDONED_AFTER_S
+    except OSError:
+        return False
+
+
+def sweep_leftovers(outputs: Iterator[Path] | list[Path]) -> list[Path]:
+    """Delete the temporary files and folders (`atomic_path`, `atomic_dir`) that killed
+    writes left beside or inside `outputs` (a stage's outputs): they are 0600, invisible, and
+    at the paper's scale gigabytes each. A temp whose writer still runs is kept."""
+    import time
+
+    now, removed = time.time(), []
+    for out in outputs:
+        out = Path(out)
+        candidates = list(out.parent.glob(f".{glob_escape(out.name)}.*.tmp"))
+        if out.is_dir():
+            candidates += [p for p in out.rglob(".*.tmp")]
+        for tmp in sorted(set(candidates)):
+            if not _abandoned(tmp, now):
+                continue
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; it replaces `path` only if the block succeeds, with
     the mode a plain write would give a new file (mkstemp's temp files are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,7 +123,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     reader never sees a half-written folder; an existing one is replaced)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())

@@ -26,6 +26,7 @@ from tvts.data.windows import (
     shuffle,
     windows_possible,
 )
+from tvts.errors import UserError
 from tvts.models.video_vit import sample_keep
 from tvts.storage import local_file
 from tvts.video.decoders import DecodeError, VideoReader, open_video
@@ -160,6 +161,26 @@ def build_samples(entry: VideoEntry, spec: SampleSpec, rng: np.random.Generator,
     return samples
 
 
+class NoSampleError(UserError):
+    """Draw after draw gave no sample: the videos tried and why, and what to do. Raised in a
+    DataLoader worker, torch re-raises it in the trainer with the worker's traceback in the
+    message; only the message is kept, so the CLI prints it as any bad-input error."""
+
+    def __init__(self, skipped: list[tuple[str, str]] | str, set_size: int = 0):
+        if isinstance(skipped, str):  # torch's re-raise: "Caught ... Original Traceback ..."
+            tag = f"{type(self).__module__}.{type(self).__qualname__}: "
+            super().__init__(skipped.rsplit(tag, 1)[-1].rstrip("\n"))
+            return
+        reasons = dict(skipped)
+        super().__init__(
+            f"{len(skipped)} draws in a row gave no sample ({len(reasons)} of the set's "
+            f"{set_size} videos tried, all failing): "
+            + "; ".join(f"{v}: {why}" for v, why in sorted(reasons.items()))
+            + ". A pack shard that failed its check is rewritten by `dvc repro pack` (or "
+            "`tvts stage pack`); a video that cannot be read is left out by removing it from "
+            "the corpus.")
+
+
 class TVTSDataset(Dataset):
     def __init__(self, entries: list[VideoEntry], spec: SampleSpec, seed: int = 0,
                  s3: S3Config | None = None, cache_dir: str = ".cache/tvts", repeats: int = 1,
@@ -198,9 +219,10 @@ class TVTSDataset(Dataset):
                 return {"samples": self._samples(entry, rng), "skipped": skipped}
             except (DecodeError, NoValidSample, OSError) as e:
                 skipped.append((entry.video_id, f"{type(e).__name__}: {e}"))
+                if len({v for v, _ in skipped}) == len(self.entries):
+                    break  # every video of the set failed: drawing again cannot help
                 index = int(rng.integers(len(self.entries)))
-        raise RuntimeError(f"{RESAMPLE_LIMIT} videos in a row gave no sample; last reasons: "
-                           f"{skipped[-3:]}")
+        raise NoSampleError(skipped, len(self.entries))
 
 
 class TVTSCollate:

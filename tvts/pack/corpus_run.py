@@ -15,11 +15,12 @@ import polars as pl
 
 from tvts.asr.journal import in_part, shard_of
 from tvts.config import PackConfig, S3Config
-from tvts.pack.shards import PackSettings, ShardJob, VideoToPack, write_shard
+from tvts.pack.shards import PackSettings, ShardJob, VideoToPack, verify_shard, write_shard
 from tvts.parallel import process_map
 from tvts.provenance import code_digest
 from tvts.storage import file_stamp
 from tvts.tables import frame
+from tvts.video.packed import corrupt_marker
 
 
 def settings_for(cfg: PackConfig, short_side: int, decoder: str) -> PackSettings:
@@ -45,16 +46,27 @@ def plan(videos: pl.DataFrame, cfg: PackConfig, settings: PackSettings, out_dir:
     return jobs
 
 
-def finished(job: ShardJob) -> dict[str, Any] | None:
-    """The manifest of a shard an earlier run finished with the same inputs, if any."""
+def finished(job: ShardJob, verify: bool = False
+             ) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, None) for a shard an earlier run finished with the same inputs and whose
+    bytes still hold what the manifest says; (None, why) for one that is kept no more because
+    it is damaged (a reader reported it, or a check failed); (None, None) when none is done.
+    Every kept shard's frame tables are checked against their CRCs; with `verify` every JPEG
+    too."""
     try:
         manifest = json.loads(job.manifest.read_text())
         size = job.path.stat().st_size
     except (OSError, ValueError):
-        return None
+        return None, None
     if manifest.get("fingerprint") != job.fingerprint or manifest.get("shard_bytes") != size:
-        return None
-    return manifest
+        return None, None
+    marker = corrupt_marker(job.path)
+    if marker.exists():
+        return None, f"reported by a reader: {marker.read_text().strip()}"
+    damage = verify_shard(job.path, manifest["index"], full=verify)
+    if damage is not None:
+        return None, damage
+    return manifest, None
 
 
 @dataclass
@@ -62,14 +74,21 @@ class PackResult:
     manifests: list[dict[str, Any]]
     resumed: int  # shards finished by an earlier run
     removed: list[str]  # files of shards no job has any more
+    repaired: dict[str, str]  # shard name -> why it was written again
 
 
 def pack_corpus(jobs: list[ShardJob], workers: int,
                 progress: Callable[[int], None] | None = None,
-                prune: bool = True) -> PackResult:
-    """Write the shards not already done; with `prune`, delete shard files (and manifests)
-    of shards that hold no video now."""
-    done = {j.shard: m for j in jobs if (m := finished(j)) is not None}
+                prune: bool = True, verify: bool = False) -> PackResult:
+    """Write the shards not already done (or damaged since); with `prune`, delete shard files
+    (and manifests, and readers' notes) of shards that hold no video now."""
+    done, repaired = {}, {}
+    for j in jobs:
+        manifest, damage = finished(j, verify)
+        if manifest is not None:
+            done[j.shard] = manifest
+        elif damage is not None:
+            repaired[j.name] = damage
     tick = progress or (lambda n: None)
     tick(sum(len(j.videos) for j in jobs if j.shard in done))
     todo = [j for j in jobs if j.shard not in done]
@@ -84,7 +103,7 @@ def pack_corpus(jobs: list[ShardJob], workers: int,
             if p not in keep:
                 p.unlink()
                 removed.append(p.name)
-    return PackResult([done[j.shard] for j in jobs], len(jobs) - len(todo), removed)
+    return PackResult([done[j.shard] for j in jobs], len(jobs) - len(todo), removed, repaired)
 
 
 def to_tables(result: PackResult, workers: int
@@ -100,6 +119,7 @@ def to_tables(result: PackResult, workers: int
         "videos_packed": len(index), "videos_quarantined": len(quarantine),
         "frames": sum(r["frames"] for r in index), "shards": len(result.manifests),
         "shards_resumed": result.resumed, "stale_files_removed": len(result.removed),
+        "shards_repaired": len(result.repaired),
         "video_hours": round(hours, 4), "shard_bytes": shard_bytes, "jpeg_bytes": jpeg,
         "gb_per_video_hour": round(shard_bytes / 1e9 / hours, 4) if hours else None,
         # worker seconds spent writing the shards (the ones written by earlier runs included)

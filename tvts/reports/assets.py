@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,20 @@ def vega_bundle() -> str:
     return vl_convert.javascript_bundle(vl_version=VEGA_LITE_VERSION)
 
 
+# What ends or bends a <script> element early, whatever the case: `</script`, and `<!--` /
+# `<script`, which switch the HTML parser to its "escaped" states (HTML spec, script data).
+_SCRIPT_BREAKERS = re.compile(r"<(?=/?script|!--)", re.IGNORECASE)
+
+
 def inline_script(js: str) -> str:
-    """A `<script>` element holding `js`: a `</script` inside the code would end the element
-    early, so it is written `<\\/script` (the same string to JavaScript)."""
-    return "<script>" + js.replace("</script", "<\\/script") + "</script>"
+    """A `<script>` element holding `js`, with each `<` that would end or bend the element
+    written `\\x3C`: the same character inside JavaScript strings and regular expressions."""
+    return "<script>" + _SCRIPT_BREAKERS.sub(r"\\x3C", js) + "</script>"
+
+
+def script_safe_label(text: str) -> str:
+    """`text` that can sit in a page's `<script>` block as JSON that nobody escapes (DVC's
+    plots page: `json.dumps` of the plot data inside `<script>`): an invisible WORD JOINER
+    (U+2060) after each `<` that starts `</` or `<!`, so the label looks the same and cannot
+    close the block."""
+    return re.sub(r"<(?=[/!])", "<\u2060", text)

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tvts.reports.assets import inline_script, vega_bundle
+from tvts.reports.assets import inline_script, script_safe_label, vega_bundle
 from tvts.storage import atomic_path, atomic_write_text
 
 # where `dvc plots show` finds its page template: .dvc/config's `plots.html_template`
-# (relative to .dvc/), which `tvts reports setup` (run by scripts/install.sh) writes
+# (relative to .dvc/). Committed, so that every clone's `dvc plots show` works (a teammate's,
+# CI's, a temporary experiment's); `tvts reports setup` rewrites it after a vl-convert pin
+# changes, and a test keeps the committed copy equal to what this module writes.
 PLOTS_TEMPLATE = "offline_plots.html"
 
 _STYLE = """
@@ -129,6 +131,14 @@ def write_curves(live_dir: str | Path, panels: Sequence[Panel], title: str,
     if spec is None:
         return None
     return write_png(spec, path)
+
+
+def confusion_rows(actual: Sequence[Any], predicted: Sequence[Any]) -> list[dict[str, str]]:
+    """The rows of `reports/eval/confusion/*.json`, the data of the `dvc plots show` page:
+    DVC writes them unescaped into a `<script>` block, and a label comes from a user's
+    annotation file, so each is made script-safe (`script_safe_label`, same look)."""
+    return [{"actual": script_safe_label(str(a)), "predicted": script_safe_label(str(p))}
+            for a, p in zip(actual, predicted, strict=True)]
 
 
 def confusion_spec(rows: list[dict[str, Any]], title: str) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from tvts.eval.trained_protocols import (
 )
 from tvts.models.text_encoder import load_tokenizer
 from tvts.models.tvts_model import TVTSModel
-from tvts.reports.plots import confusion_spec, top5_spec, write_png
+from tvts.reports.plots import confusion_rows, confusion_spec, top5_spec, write_png
 from tvts.stages.common import (
     PACK_DIR,
     packed_frames,
@@ -251,9 +251,10 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM, models: dict[str, Pat
                                          cfg.linear.pooling, bar.update)
                     by_encoder[name] = rounded(res_c.metrics)
                     if protocol == "linear":
+                        write_json(confusion_dir / f"{set_name}-{name}.json",
+                                   confusion_rows(res_c.actual, res_c.predicted))
                         rows_c = [{"actual": a, "predicted": p}
                                   for a, p in zip(res_c.actual, res_c.predicted, strict=True)]
-                        write_json(confusion_dir / f"{set_name}-{name}.json", rows_c)
                         write_png(confusion_spec(rows_c, f"{set_name}: linear probe on "
                                                           f"{name} features (test clips)"),
                                   figures_dir / f"confusion-{set_name}-{name}.png")

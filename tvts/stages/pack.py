@@ -5,6 +5,7 @@ With `pack.enabled: false` it writes an empty index and the loaders decode the v
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -20,9 +21,12 @@ METRICS = Path("metrics/pack.json")
 
 
 def run(params: Params, videos_path: Path = VIDEOS, out_dir: Path = OUT_DIR,
-        metrics_path: Path = METRICS, shards: tuple[int, int] | None = None) -> str:
+        metrics_path: Path = METRICS, shards: tuple[int, int] | None = None,
+        verify: bool = False) -> str:
     """The whole stage, or with `shards` = (i, n) only the shards s with s % n == i, kept
-    for the whole stage to merge (a part of a Slurm array or a Dask fan-out)."""
+    for the whole stage to merge (a part of a Slurm array or a Dask fan-out). A kept shard
+    whose frame tables fail their CRCs, or that a reader reported (`<shard>.corrupt`), is
+    written again; `verify` checks every JPEG of the kept shards as well."""
     t0 = time.perf_counter()
     cfg = params.pack
     if not cfg.enabled:
@@ -38,7 +42,10 @@ def run(params: Params, videos_path: Path = VIDEOS, out_dir: Path = OUT_DIR,
                 params.corpus.cache_dir, shards)
     label = f" shards {shards[0]}/{shards[1]}" if shards else ""
     with progress_bar(sum(len(j.videos) for j in jobs), f"pack{label}") as bar:
-        result = pack_corpus(jobs, cfg.workers, bar.update, prune=shards is None)
+        result = pack_corpus(jobs, cfg.workers, bar.update, prune=shards is None,
+                             verify=verify)
+    for name, why in sorted(result.repaired.items()):
+        print(f"pack: rewrote {name}: {why}", file=sys.stderr)
     if shards:
         return (f"pack{label}: {len(jobs) - result.resumed} shards written, {result.resumed} "
                 f"already done; `tvts stage pack` merges every part; "
@@ -55,7 +62,8 @@ def run(params: Params, videos_path: Path = VIDEOS, out_dir: Path = OUT_DIR,
                                  "gb_per_video_hour": metrics["gb_per_video_hour"]}, metrics)
     return (f"pack: {metrics['videos_packed']} videos, {metrics['frames']} frames at "
             f"{cfg.fps:g} fps in {metrics['shards']} shards ({metrics['shards_resumed']} "
-            f"already done), {metrics['shard_bytes'] / 1e6:.1f} MB = "
+            f"already done, {metrics['shards_repaired']} damaged and rewritten), "
+            f"{metrics['shard_bytes'] / 1e6:.1f} MB = "
             f"{metrics['gb_per_video_hour']} GB per video-hour; "
             f"{metrics['videos_quarantined']} quarantined; "
             f"{metrics['video_hours_per_core_hour']} video-hours per core-hour; "

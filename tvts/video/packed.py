@@ -10,27 +10,49 @@ the frames asked for (one local read or one ranged S3 GET: a video's frames lie 
 checks each JPEG's CRC and decodes it with libjpeg-turbo. With `encoded=True` it hands the
 JPEG bytes on undecoded, and `decode_clips` decodes a whole batch on the training device
 (nvJPEG on a GPU). Truncated shards and corrupt JPEGs raise DecodeError with the reason, so
-the sample builder skips the video and reports it.
+the sample builder skips the video and reports it, and leave `<shard>.corrupt` beside a local
+shard (`report_corrupt`): the next `pack` run rewrites that shard, and the new file changes the
+shards folder's hash, so `dvc repro` runs `pack` again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 
 from tvts.config import S3Config
-from tvts.storage import join_uri, read_range
+from tvts.storage import atomic_write_text, join_uri, read_range
 from tvts.video.decoders import DecodeError
 
 FRAME_TABLE = np.dtype([("time_s", "<f8"), ("frame", "<i4"), ("offset", "<i8"),
                         ("size", "<i4"), ("crc32", "<u4")])
+
+
+CORRUPT_SUFFIX = ".corrupt"
+
+
+def corrupt_marker(shard: str | Path) -> Path:
+    """The note a reader leaves beside a local shard that failed its check."""
+    shard = Path(shard)
+    return shard.with_name(shard.name + CORRUPT_SUFFIX)
+
+
+def report_corrupt(shard_uri: str, reason: str) -> None:
+    """Best effort: a shard on S3 or in a read-only folder is found by `tvts stage pack
+    --verify` instead."""
+    if "://" in shard_uri:
+        return
+    with contextlib.suppress(OSError):
+        atomic_write_text(corrupt_marker(shard_uri), reason + "\n")
 
 
 def encode_table(table: np.ndarray) -> bytes:
@@ -99,8 +121,8 @@ class PackedReader:
         self.width, self.height = video.width, video.height
         data = self._read(video.table_offset, video.table_size, "frame table")
         if zlib.crc32(data) != video.table_crc32:
-            raise DecodeError(f"{shard_uri}: the frame table of {video.video_id} is corrupt "
-                              "(CRC mismatch); rerun `tvts stage pack` to rewrite the shard")
+            raise self._corrupt(f"{shard_uri}: the frame table of {video.video_id} is corrupt "
+                                "(CRC mismatch); rerun `tvts stage pack` to rewrite the shard")
         try:
             self._table = decode_table(data)
         except ValueError as e:
@@ -117,10 +139,14 @@ class PackedReader:
             raise DecodeError(f"{self.uri}: cannot read the {what} of {self.video.video_id}: "
                               f"{type(e).__name__}: {e}") from None
         if len(data) < size:
-            raise DecodeError(f"{self.uri}: shard truncated: the {what} of "
-                              f"{self.video.video_id} ends {size - len(data)} bytes past the "
-                              "end of the file; rerun `tvts stage pack` to rewrite it")
+            raise self._corrupt(f"{self.uri}: shard truncated: the {what} of "
+                                f"{self.video.video_id} ends {size - len(data)} bytes past the "
+                                "end of the file; rerun `tvts stage pack` to rewrite it")
         return data
+
+    def _corrupt(self, message: str) -> DecodeError:
+        report_corrupt(self.uri, message)
+        return DecodeError(message)
 
     def get_encoded(self, indices: np.ndarray) -> list[bytes]:
         """The JPEG bytes of the packed frames `indices`, CRC-checked, in the order asked."""
@@ -132,9 +158,9 @@ class PackedReader:
         for r in rows:
             jpeg = span[int(r["offset"]) - start:int(r["offset"]) - start + int(r["size"])]
             if zlib.crc32(jpeg) != int(r["crc32"]):
-                raise DecodeError(f"{self.uri}: frame {int(r['frame'])} of "
-                                  f"{self.video.video_id} is corrupt (CRC mismatch); rerun "
-                                  "`tvts stage pack` to rewrite the shard")
+                raise self._corrupt(f"{self.uri}: frame {int(r['frame'])} of "
+                                    f"{self.video.video_id} is corrupt (CRC mismatch); rerun "
+                                    "`tvts stage pack` to rewrite the shard")
             out.append(jpeg)
         return out
 
