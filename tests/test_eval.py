@@ -8,6 +8,8 @@ import polars as pl
 import pytest
 import torch
 
+from tvts.errors import UserError
+from tvts.eval.features import ClipFeatures
 from tvts.eval.metrics import (
     degeneracy,
     hit_rates,
@@ -17,6 +19,7 @@ from tvts.eval.metrics import (
     topk_accuracy,
 )
 from tvts.eval.probes import ProbeSettings, attentive_probe, linear_probe
+from tvts.eval.protocols import video_to_video
 
 from .conftest import make_video
 
@@ -416,3 +419,48 @@ def test_retrieval_sets_read_the_papers_4_frames_and_classification_sets_16():
     assert _frames(paper, ["linear", "attentive", "v2v", "finetune"]) == 16
     demo = resolve({})  # unset: data.num_frames for every set
     assert _frames(demo, ["t2v"]) == demo.data.num_frames
+
+
+def _v2v_feats(labels: list[str], seed: int) -> tuple[ClipFeatures, pl.DataFrame]:
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    ids = [f"c{seed}-{i}" for i in range(n)]
+    x = rng.normal(size=(n, 1, 8)).astype(np.float32)
+    feats = ClipFeatures(ids, x, x, x, np.zeros((n, 1, 1, 8), np.float16))
+    return feats, pl.DataFrame({"downstream_id": ids, "label": labels})
+
+
+def test_video_to_video_refuses_a_one_class_set_and_reports_chance():
+    """Before: R@1 = 100 for every encoder, random weights included, on a one-class set."""
+    train, train_rows = _v2v_feats(["a"] * 6, 0)
+    test, test_rows = _v2v_feats(["a"] * 3, 1)
+    with pytest.raises(UserError, match="at least two classes; this set has 1 \\('a'\\)"):
+        video_to_video(train, train_rows, test, test_rows, (1,))
+    train, train_rows = _v2v_feats(["a", "b"] * 3, 0)
+    test, test_rows = _v2v_feats(["a", "b", "b"], 1)
+    out = video_to_video(train, train_rows, test, test_rows, (1,))
+    # 9 clips, 8 neighbours each: query "a" has 3 of its label among them, "b" 4
+    assert out["chance_r1"] == pytest.approx(100 * (3 / 8 + 4 / 8 + 4 / 8) / 3, abs=0.01)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_exported_files_follow_the_umask(tmp_path, umask):
+    """Before: text_encoder/model.safetensors was 0600 whatever the umask (the HF save)."""
+    import os
+
+    from tvts.config import resolve
+    from tvts.eval.encoders import random_model
+    from tvts.models.factory import model_signature
+    from tvts.train.export import export_model
+
+    params = resolve({"profile": "micro"})
+    old = os.umask(umask)
+    try:
+        export_model(random_model(params), tmp_path / "m",
+                     {"signature": model_signature(params)})
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "m").rglob("*") if p.is_file()]
+    assert tmp_path / "m" / "text_encoder" / "model.safetensors" in files
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o666 & ~umask)}
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.endswith(".tmp")]

@@ -216,6 +216,14 @@ def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus)
     accuracy = re.compile(r"held-out sort accuracy (\S+) -> (\S+) \(50% masked;")
     assert accuracy.search(resumed).groups() == accuracy.search(straight).groups()
     assert stage_record(corpus / "whole.json")["val_mask_ratio"] == 0.5
+    # a finished run started again (a kill -9 between its final checkpoint and the metrics
+    # write, then the documented resume command) reports the same figures
+    headline, details = (corpus / "whole.json").read_text(), stage_record(corpus / "whole.json")
+    again = run("whole")
+    assert accuracy.search(again).groups() == accuracy.search(straight).groups()
+    assert again.rsplit(";", 1)[0] == straight.rsplit(";", 1)[0]  # all but the seconds
+    assert (corpus / "whole.json").read_text() == headline
+    assert stage_record(corpus / "whole.json") == details
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:

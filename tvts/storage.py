@@ -117,6 +117,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def follow_umask(folder: str | Path) -> None:
+    """Give every file and folder under `folder` the mode a plain write would: libraries that
+    save through their own temporary files (Hugging Face's safetensors: 0600) do not."""
+    mask = current_umask()
+    for p in Path(folder).rglob("*"):
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder beside `path`; it becomes `path` only if the block succeeds (a

@@ -119,8 +119,19 @@ def video_to_video(train_feats: ClipFeatures, train_rows: pl.DataFrame,
     exclude = torch.arange(len(q.ids)) + len(g_train.ids)
     if len(q.ids) < 1 or len(gallery) < 2:
         raise UserError("video-to-video retrieval needs labelled clips to query and to find")
+    if len(names) < 2:
+        # every neighbour would share the query's label: R@1 = 100 for any encoder, random
+        # weights included, as the probes and fine-tuning refuse such a set
+        raise UserError(f"video-to-video retrieval needs clips of at least two classes; this "
+                        f"set has {len(names)} ({', '.join(map(repr, names))}), so any "
+                        "encoder would score 100")
     out = label_retrieval(query @ gallery.T, q_lab, g_lab, tuple(ks), exclude)
-    return out | {"queries": len(q.ids), "gallery": len(gallery) - 1}
+    # R@1 of a neighbour drawn at random: the share of the gallery (the query left out)
+    # that shares the query's label
+    same = (q_lab[:, None] == g_lab[None, :]).sum(1) - 1
+    chance = float((same / (len(gallery) - 1)).mean()) * 100
+    return out | {"queries": len(q.ids), "gallery": len(gallery) - 1,
+                  "chance_r1": round(chance, 2)}
 
 
 @torch.no_grad()

@@ -9,18 +9,24 @@ from typing import Any
 from safetensors.torch import save_file
 
 from tvts.models.tvts_model import TVTSModel
-from tvts.storage import atomic_path, atomic_write_text
+from tvts.storage import atomic_dir, atomic_path, atomic_write_text, follow_umask
 
 
 def export_model(model: TVTSModel, out_dir: str | Path, info: dict[str, Any]) -> None:
     """`encoder/` (the video ViT: safetensors + config.json), `text_encoder/` (Hugging Face
     format, with its tokenizer), `tvts.safetensors` (all weights) + `tvts.json` (settings)."""
-    out = Path(out_dir)
-    model.video.save_pretrained(out / "encoder")
-    model.text.model.save_pretrained(out / "text_encoder")
     from tvts.models.text_encoder import load_tokenizer
 
-    load_tokenizer(model.text.name).save_pretrained(out / "text_encoder")
+    out = Path(out_dir)
+    # each folder whole or not at all, its files with the umask's modes (the Hugging Face
+    # save writes model.safetensors 0600)
+    with atomic_dir(out / "encoder") as tmp:
+        model.video.save_pretrained(tmp)
+        follow_umask(tmp)
+    with atomic_dir(out / "text_encoder") as tmp:
+        model.text.model.save_pretrained(tmp)
+        load_tokenizer(model.text.name).save_pretrained(tmp)
+        follow_umask(tmp)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out / "tvts.safetensors") as tmp:
         save_file(state, str(tmp))

@@ -114,6 +114,9 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         # every validation so far, with the step it followed (restored on resume)
         self.val_history: list[dict[str, float]] = []
+        # the figures of the last step (and its epoch's validation), saved with each
+        # checkpoint: a run resumed from its final checkpoint reports them again
+        self.last_metrics: dict[str, float] = {}
         self._wrapped: nn.Module | None = None
 
     # ------------------------------------------------------------ setup
@@ -153,6 +156,7 @@ class Trainer:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.val_history = [dict(v) for v in state.get("val_history", [])]
+        self.last_metrics = dict(state.get("last_metrics", {}))
         return True
 
     def _rng_states(self) -> list[dict[str, Any]]:
@@ -166,7 +170,8 @@ class Trainer:
     def _state(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rng": rngs, "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "val_history": self.val_history}
+                "batch_in_epoch": self.batch_in_epoch, "val_history": self.val_history,
+                "last_metrics": self.last_metrics}
 
     def _save(self, name: str, metric: float | None = None) -> None:
         rngs = self._rng_states()  # a collective: every rank takes part
@@ -207,7 +212,7 @@ class Trainer:
         total_steps = self.steps_per_epoch * self.cfg.epochs
         bar = tqdm(total=total_steps, initial=self.step, disable=not self.d.main,
                    desc="train", unit="step", dynamic_ncols=True)
-        last: dict[str, float] = {}
+        last = self.last_metrics
         stopped = False
         try:
             while self.epoch < self.cfg.epochs:
@@ -261,6 +266,7 @@ class Trainer:
                     last["train/clips_per_s"] = clips * self.d.world / max(wait + busy, 1e-9)
                     last["train/data_wait_share"] = wait / max(wait + busy, 1e-9)
                     parts, wait, busy, clips = {}, 0.0, 0.0, 0
+                    self.last_metrics = last
                     if live is not None:
                         # train rows at steps 0, 1, ...; each validation at the step after
                         # its epoch's last row. Set, not counted: a resumed run continues
