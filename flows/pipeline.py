@@ -196,9 +196,9 @@ def stage_is_stale(stage: str, workspace: Path) -> bool:
 
 @contextmanager
 def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
-    """A temporary git worktree of HEAD with `params` as params.yaml, the workspace's DVC cache,
-    and the workspace's uncached outputs (resumable shards, reports) copied in, so unchanged
-    stages are skipped there too."""
+    """A temporary git worktree of HEAD with `params` as params.yaml, the workspace's DVC cache
+    and dvc.lock, and the workspace's uncached outputs (resumable shards, reports) copied in,
+    so unchanged stages are skipped there too."""
     tmp = Path(tempfile.mkdtemp(prefix="tvts-exp-"))
     work = tmp / "ws"
     done = _run(["git", "worktree", "add", "--detach", str(work), "HEAD"], root)
@@ -208,6 +208,12 @@ def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
                              f"{done.stderr.strip()} (is it a git repository with a commit?)")
     try:
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        # the workspace's record of its outputs (HEAD's may be older, or absent): with it, DVC
+        # checks cached outputs out and keeps the copied uncached ones of every stage whose
+        # inputs the overrides leave alone. Without it, stages with uncached outputs (asr's
+        # journals, pack's shards) ran again, resumed from the copies.
+        if (root / "dvc.lock").is_file():
+            shutil.copy2(root / "dvc.lock", work / "dvc.lock")
         cache = _run([sys.executable, "-m", "dvc", "cache", "dir"], root).stdout.strip()
         _run([sys.executable, "-m", "dvc", "cache", "dir", "--local",
               cache or str(root / ".dvc" / "cache")], work)

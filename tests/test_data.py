@@ -269,3 +269,16 @@ def test_labelled_clips_multi_view(tmp_path):
     bad.write_bytes(b"junk")
     out = LabelledClips([LabelledItem("b", str(bad), 0)], 4, 32, 40, "pyav", False)[0]
     assert out["clips"] is None and out["skipped"][0][0] == "b"
+
+
+@pytest.mark.parametrize(("videos", "lent"), [(2, 1), (3, 1), (4, 2), (19, 2), (30, 3)])
+def test_a_corpus_without_validation_lends_enough_videos_for_figures_that_can_miss(videos, lent):
+    """One held-out video made R@1 100 and the other-video control empty whatever the model
+    (the micro profile's headline never moved)."""
+    from tvts.data.tvts_dataset import VideoEntry, split_entries
+
+    entries = [VideoEntry(f"v{i}", f"v{i}.mp4", 16.0, np.zeros(0), [], (64, 64))
+               for i in range(videos)]
+    table = pl.DataFrame({"video_id": [e.video_id for e in entries], "split": ["train"] * videos})
+    splits = split_entries(entries, table)
+    assert len(splits.val) == lent and len(splits.train) == videos - lent

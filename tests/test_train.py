@@ -75,7 +75,7 @@ RANDOM_TRAINING = {"text": {"freeze": False, "dropout": True}, "video": {"drop_p
 
 
 def test_resume_is_exact(corpus):
-    # stop mid-epoch 2 (step 7 of 5 per epoch), resume, and go to step 9, through an epoch
+    # stop mid-epoch 2 (step 7 of 4 per epoch), resume, and go to step 9, through an epoch
     # end with its validation; dropout and drop path draw from the restored random state
     params = resolve({"profile": "micro", "model": RANDOM_TRAINING,
                       "pretrain": {"loader_workers": 1, "epochs": 3}})

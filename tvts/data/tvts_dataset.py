@@ -274,8 +274,10 @@ class CorpusSplits:
 
 def split_entries(entries: list[VideoEntry], videos: pl.DataFrame) -> CorpusSplits:
     """The corpus' train / val / test videos (the videos table's `split`). A corpus too small
-    to have a validation split lends it a tenth of its training videos; one without a test
-    split has none (evaluate then reports on val, and says so)."""
+    to have a validation split lends it a tenth of its training videos, and at least two once
+    it has four (with one, held-out retrieval hits whatever the model does and the
+    other-video control has no other video); one without a test split has none (evaluate then
+    reports on val, and says so)."""
     split = dict(zip(videos["video_id"], videos["split"], strict=True))
     parts: dict[str, list[VideoEntry]] = {"train": [], "val": [], "test": []}
     for e in entries:
@@ -283,6 +285,6 @@ def split_entries(entries: list[VideoEntry], videos: pl.DataFrame) -> CorpusSpli
         parts[name if name in parts else "train"].append(e)
     if not parts["val"] and len(parts["train"]) > 1:
         train = parts["train"]
-        k = max(1, math.ceil(len(train) / 10))
+        k = max(1 if len(train) < 4 else 2, math.ceil(len(train) / 10))
         parts["val"], parts["train"] = train[-k:], train[:-k]
     return CorpusSplits(parts["train"], parts["val"], parts["test"])

@@ -80,7 +80,8 @@ def run(params: Params, images_root: Path | None = None, clips_root: Path | None
         final |= {"steps": result.steps, "images": len(images), "clips": len(clips)}
         write_metrics(metrics_path, {
             "steps": result.steps,
-            **{k: final[k] for k in ("val_r1_t2v", "val_r1_chance") if k in final}}, final)
+            **{k: final[k] for k in ("val_loss", "val_r1_t2v", "val_r1_chance") if k in final}},
+            final)
         if live_dir is not None:
             write_curves(live_dir, POST_PRETRAIN_PANELS, "post_pretrain",
                          report_dir / "curves.png")

@@ -104,7 +104,9 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         write_metrics(metrics_path, {
             "steps": result.steps,
             # the other-video control is evaluate's headline (on the test videos)
-            **{key: final[key] for key in ("val_sort_acc", "val_r1_t2v") if key in final}},
+            # the held-out loss moves with any change of objective or data (sort.lambda, ...)
+            **{key: final[key] for key in ("val_loss", "val_sort_acc", "val_r1_t2v")
+               if key in final}},
             final)
         if live_dir is not None:
             write_curves(live_dir, pretrain_panels(1 / k), "pretrain", report_dir / "curves.png")
