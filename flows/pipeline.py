@@ -197,8 +197,9 @@ def stage_is_stale(stage: str, workspace: Path) -> bool:
 @contextmanager
 def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
     """A temporary git worktree of HEAD with `params` as params.yaml, the workspace's DVC cache
-    and dvc.lock, and the workspace's uncached outputs (resumable shards, reports) copied in,
-    so unchanged stages are skipped there too."""
+    and dvc.lock (its cached outputs checked out as links), and the workspace's uncached
+    outputs (resumable shards, reports) copied in, so unchanged stages are skipped there
+    too."""
     tmp = Path(tempfile.mkdtemp(prefix="tvts-exp-"))
     work = tmp / "ws"
     done = _run(["git", "worktree", "add", "--detach", str(work), "HEAD"], root)
@@ -217,6 +218,14 @@ def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
         cache = _run([sys.executable, "-m", "dvc", "cache", "dir"], root).stdout.strip()
         _run([sys.executable, "-m", "dvc", "cache", "dir", "--local",
               cache or str(root / ".dvc" / "cache")], work)
+        # the cached outputs of the workspace's dvc.lock, linked from the shared cache (the
+        # stages write by rename, so a hard link is never written through): DVC then skips
+        # every stage the overrides leave alone, those with uncached outputs (asr, pack) too,
+        # which its run cache cannot restore. An output missing from the cache is left out
+        # (its stage runs).
+        _run([sys.executable, "-m", "dvc", "config", "--local", "cache.type",
+              "reflink,hardlink,copy"], work)
+        _run([sys.executable, "-m", "dvc", "checkout", "--quiet"], work)
         for rel in _uncached_outputs(root):
             src, dst = root / rel, work / rel
             if src.is_dir():

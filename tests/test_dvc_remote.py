@@ -43,7 +43,7 @@ def test_push_and_pull_pipeline_outputs_through_s3(s3_endpoint, tmp_path):
                  ).create_bucket(Bucket="team-dvc")
     root = tmp_path / "project"
     shutil.copytree(REPO / "tvts", root / "tvts", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "micro"

@@ -98,7 +98,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     for d in ("tvts", "flows", "reviews"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "micro"
@@ -201,7 +201,8 @@ def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served)
     # the stages before pretraining are unchanged: skipped, their outputs checked out or
     # copied (before: asr, validate, dedup and pack ran again, resumed from copied journals)
     for stage in ("corpus", "asr", "validate", "downstream", "dedup", "pack"):
-        assert f"stage {stage}: up to date" in logs, (stage, logs)
+        assert f"stage {stage}: up to date" in logs, (
+            stage, [ln for ln in logs.splitlines() if ln.startswith("stage ")])
     assert (root / "params.yaml").read_text() == before
     shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=root,
                            env=env, capture_output=True, text=True, check=True).stdout

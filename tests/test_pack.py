@@ -353,14 +353,20 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_damaged_frame_table_is_rewritten_by_the_next_pack(corpus, tmp_path):
-    """Same size, same manifest: before, `pack` kept the shard as "already done"."""
+def _first_shard(corpus, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The micro corpus packed into tmp_path: (videos, params, index, first video's row, its
+    shard, the shard's bytes)."""
     videos, _ = corpus
     p = resolve({"profile": "micro"})
     index, _, _ = _pack(p, videos, tmp_path)
     row = index.row(0, named=True)
     tar = tmp_path / row["shard"]
-    good = tar.read_bytes()
+    return videos, p, index, row, tar, tar.read_bytes()
+
+
+def test_a_damaged_frame_table_is_rewritten_by_the_next_pack(corpus, tmp_path):
+    """Same size, same manifest: before, `pack` kept the shard as "already done"."""
+    videos, p, _, row, tar, good = _first_shard(corpus, tmp_path)
     _flip(tar, row["table_offset"] + row["table_size"] - 3)
     _, _, m = _pack(p, videos, tmp_path)
     assert m["shards_repaired"] == 1 and m["shards_resumed"] == 1
@@ -369,12 +375,7 @@ def test_a_damaged_frame_table_is_rewritten_by_the_next_pack(corpus, tmp_path):
 
 def test_a_jpeg_a_reader_found_corrupt_is_rewritten_and_verify_finds_it_unreported(
         corpus, tmp_path):
-    videos, _ = corpus
-    p = resolve({"profile": "micro"})
-    index, _, _ = _pack(p, videos, tmp_path)
-    row = index.row(0, named=True)
-    tar = tmp_path / row["shard"]
-    good = tar.read_bytes()
+    videos, p, index, row, tar, good = _first_shard(corpus, tmp_path)
     table = PackedIndex(index, str(tmp_path)).reader(row["video_id"])._table
     _flip(tar, int(table["offset"][1]) + 100)
     # the frame tables still match: a plain run keeps the shard, --verify does not

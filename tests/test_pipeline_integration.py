@@ -34,7 +34,7 @@ def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("repo")
     shutil.copytree(REPO / "tvts", root / "tvts",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "reviews", root / "reviews")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -42,9 +42,9 @@ def repo(tmp_path_factory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(["git", "init", "-q"], root)
     _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
-    for name in ("config", ".gitignore"):  # the project's: plots.html_template
+    # the project's: plots.html_template and the committed page template it names
+    for name in ("config", ".gitignore", "offline_plots.html"):
         shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
-    _sh([sys.executable, "-m", "tvts", "reports", "setup"], root)  # as scripts/install.sh
     _sh(["git", "add", "-A"], root)
     _sh(["git", "commit", "-qm", "init"], root)
     return root

@@ -41,8 +41,8 @@ def test_listing_changes_with_the_files_and_only_with_them(tmp_path):
     params = resolve({"corpus": {"source": f"yt_temporal:{src}"},
                       "downstream": {"sets": {"mine": str(src), "ssv2": "demo"}}})
     assert corpus_listing(params.corpus)["digest"] == linked["digest"]
-    assert downstream_listing(params.downstream) == {"mine": {"root": linked},
-                                                    "ssv2": {"demo": "ssv2"}}
+    listed = downstream_listing(params.downstream, params.svo_source())
+    assert listed == {"mine": {"root": linked}, "ssv2": {"demo": "ssv2"}}
 
 
 def _dvc(root: Path, *args: str) -> str:

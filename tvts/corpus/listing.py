@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tvts.config import CorpusConfig, DownstreamConfig, DownstreamSource
+from tvts.config import CorpusConfig, DownstreamConfig, DownstreamSource, SvoSource
 from tvts.corpus.sources import YT_PREFIX, source_kind
 from tvts.storage import list_s3, s3_client, walk_files
 
@@ -76,9 +76,10 @@ def corpus_listing(cfg: CorpusConfig) -> dict[str, Any]:
     return {"source": kind, **directory_listing(root)}
 
 
-def downstream_listing(cfg: DownstreamConfig) -> dict[str, Any]:
+def downstream_listing(cfg: DownstreamConfig, svo: str | SvoSource | None) -> dict[str, Any]:
     """Per set: its directories' listings (demo sets are made by the corpus stage, which the
-    downstream stage depends on already)."""
+    downstream stage depends on already); `svo`: downstream.svo resolved
+    (`Params.svo_source`)."""
     out: dict[str, Any] = {}
     for name, source in sorted(cfg.sets.items()):
         if isinstance(source, DownstreamSource):
@@ -89,8 +90,7 @@ def downstream_listing(cfg: DownstreamConfig) -> dict[str, Any]:
             out[name] = {"demo": name}
         else:
             out[name] = {"root": directory_listing(source)}
-    svo = cfg.svo
-    if svo is not None and svo != "demo":  # the SVO probes: a reserved name, not a set's
+    if isinstance(svo, SvoSource):  # the SVO probes: a reserved name, not a set's
         out["svo_probes"] = {"root": directory_listing(svo.root)}
         if svo.images:
             out["svo_probes"]["images"] = directory_listing(svo.images)

@@ -26,7 +26,7 @@ def _write(path: Path, listing: dict) -> None:
 def run(params: Params, out_dir: Path = OUT_DIR) -> str:
     t0 = time.perf_counter()
     corpus = corpus_listing(params.corpus)
-    downstream = downstream_listing(params.downstream)
+    downstream = downstream_listing(params.downstream, params.svo_source())
     _write(out_dir / "corpus.json", corpus)
     _write(out_dir / "downstream.json", downstream)
     shown = (f"{corpus['files']} files, {corpus['bytes'] / 1e9:.2f} GB"
