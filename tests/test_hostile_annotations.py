@@ -164,7 +164,7 @@ def test_k400_empty_label_is_quarantined_with_its_line(tmp_path):
 
 def test_k400_train_file_without_a_label_column_is_an_error(tmp_path):
     root = write(tmp_path / "k", {"kinetics_train.csv": "youtube_id,time_start,time_end\n"})
-    with pytest.raises(UserError, match=r"needs the columns \['label'"):
+    with pytest.raises(UserError, match=r"lacks the column\(s\) \['label'\]"):
         ADAPTERS["k400"]("k", root)
 
 

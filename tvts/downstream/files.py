@@ -57,8 +57,8 @@ def csv_rows(path: Path, need: set[str], what: str, delimiter: str = ","
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
     have = set(reader.fieldnames or ())
     if not need <= have:
-        raise UserError(f"{path}: not {what} (header {reader.fieldnames}; needs the columns "
-                        f"{sorted(need)})")
+        raise UserError(f"{path}: lacks the column(s) {sorted(need - have)} of {what} (header "
+                        f"{reader.fieldnames}; needs {sorted(need)})")
     for r in reader:
         short = sorted(k for k in need if r.get(k) is None)
         if short:
