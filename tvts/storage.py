@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import glob
 import os
 import re
 import shutil
@@ -12,7 +13,8 @@ import socket
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,18 +75,16 @@ def _abandoned(tmp: Path, now: float) -> bool:
         return False
 
 
-def sweep_leftovers(outputs: Iterator[Path] | list[Path]) -> list[Path]:
+def sweep_leftovers(outputs: Iterable[Path]) -> list[Path]:
     """Delete the temporary files and folders (`atomic_path`, `atomic_dir`) that killed
     writes left beside or inside `outputs` (a stage's outputs): they are 0600, invisible, and
     at the paper's scale gigabytes each. A temp whose writer still runs is kept."""
-    import time
-
     now, removed = time.time(), []
     for out in outputs:
         out = Path(out)
-        candidates = list(out.parent.glob(f".{glob_escape(out.name)}.*.tmp"))
+        candidates = list(out.parent.glob(f".{glob.escape(out.name)}.*.tmp"))
         if out.is_dir():
-            candidates += [p for p in out.rglob(".*.tmp")]
+            candidates += list(out.rglob(".*.tmp"))
         for tmp in sorted(set(candidates)):
             if not _abandoned(tmp, now):
                 continue
@@ -94,10 +94,6 @@ def sweep_leftovers(outputs: Iterator[Path] | list[Path]) -> list[Path]:
                 tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 @contextlib.contextmanager
@@ -117,11 +113,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def follow_umask(folder: str | Path) -> None:
+def _follow_umask(folder: Path) -> None:
     """Give every file and folder under `folder` the mode a plain write would: libraries that
     save through their own temporary files (Hugging Face's safetensors: 0600) do not."""
     mask = current_umask()
-    for p in Path(folder).rglob("*"):
+    for p in folder.rglob("*"):
         if not p.is_symlink():
             os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
@@ -129,12 +125,14 @@ def follow_umask(folder: str | Path) -> None:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder beside `path`; it becomes `path` only if the block succeeds (a
-    reader never sees a half-written folder; an existing one is replaced)."""
+    reader never sees a half-written folder; an existing one is replaced), it and its contents
+    with the modes plain writes would give."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _follow_umask(tmp)
         os.chmod(tmp, 0o777 & ~current_umask())
         if path.exists():
             shutil.rmtree(path)

@@ -24,7 +24,13 @@ from tvts.config import S3Config
 from tvts.data.frames import time_to_index
 from tvts.storage import atomic_path, atomic_write_text, local_file
 from tvts.video.decoders import DecodeError, open_video
-from tvts.video.packed import FRAME_TABLE, corrupt_marker, decode_table, encode_table
+from tvts.video.packed import (
+    FRAME_TABLE,
+    PackedReader,
+    PackedVideo,
+    corrupt_marker,
+    encode_table,
+)
 
 # Frames decoded per call: sequential decoding in pieces of bounded memory (256 frames of
 # 477x268 RGB are 98 MB)
@@ -166,23 +172,16 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
 
 
 def verify_shard(path: Path, index: list[dict[str, Any]], full: bool = False) -> str | None:
-    """Why a written shard no longer holds what its manifest says, or None: each video's frame
-    table against its CRC (a few KB per video), and with `full` every JPEG as well (the whole
-    shard is read)."""
-    try:
-        with path.open("rb") as f:
-            for row in index:
-                f.seek(row["table_offset"])
-                data = f.read(row["table_size"])
-                if len(data) < row["table_size"] or zlib.crc32(data) != row["table_crc32"]:
-                    return f"the frame table of {row['video_id']} does not match its CRC"
-                if not full:
-                    continue
-                for frame in decode_table(data):
-                    f.seek(int(frame["offset"]))
-                    if zlib.crc32(f.read(int(frame["size"]))) != int(frame["crc32"]):
-                        return (f"frame {int(frame['frame'])} of {row['video_id']} does not "
-                                "match its CRC")
-    except (OSError, ValueError) as e:
-        return f"unreadable: {type(e).__name__}: {e}"
+    """Why a written shard no longer holds what its manifest says, or None: the checks a
+    training reader makes (each video's frame table against its CRC, a few KB per video), and
+    with `full` every JPEG as well (the whole shard is read)."""
+    fields = PackedVideo.__dataclass_fields__
+    for row in index:
+        try:
+            reader = PackedReader(PackedVideo(**{k: row[k] for k in fields}), str(path),
+                                  S3Config())
+            if full:
+                reader.get_encoded(np.arange(len(reader.frame_times)))
+        except DecodeError as e:
+            return str(e)
     return None

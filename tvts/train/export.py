@@ -9,7 +9,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from tvts.models.tvts_model import TVTSModel
-from tvts.storage import atomic_dir, atomic_path, atomic_write_text, follow_umask
+from tvts.storage import atomic_dir, atomic_path, atomic_write_text
 
 
 def export_model(model: TVTSModel, out_dir: str | Path, info: dict[str, Any]) -> None:
@@ -19,14 +19,12 @@ def export_model(model: TVTSModel, out_dir: str | Path, info: dict[str, Any]) ->
 
     out = Path(out_dir)
     # each folder whole or not at all, its files with the umask's modes (the Hugging Face
-    # save writes model.safetensors 0600)
+    # save writes model.safetensors 0600; atomic_dir mends that)
     with atomic_dir(out / "encoder") as tmp:
         model.video.save_pretrained(tmp)
-        follow_umask(tmp)
     with atomic_dir(out / "text_encoder") as tmp:
         model.text.model.save_pretrained(tmp)
         load_tokenizer(model.text.name).save_pretrained(tmp)
-        follow_umask(tmp)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out / "tvts.safetensors") as tmp:
         save_file(state, str(tmp))

@@ -212,7 +212,6 @@ class Trainer:
         total_steps = self.steps_per_epoch * self.cfg.epochs
         bar = tqdm(total=total_steps, initial=self.step, disable=not self.d.main,
                    desc="train", unit="step", dynamic_ncols=True)
-        last = self.last_metrics
         stopped = False
         try:
             while self.epoch < self.cfg.epochs:
@@ -265,8 +264,8 @@ class Trainer:
                     last["train/grad_norm"] = grad_norm
                     last["train/clips_per_s"] = clips * self.d.world / max(wait + busy, 1e-9)
                     last["train/data_wait_share"] = wait / max(wait + busy, 1e-9)
-                    parts, wait, busy, clips = {}, 0.0, 0.0, 0
                     self.last_metrics = last
+                    parts, wait, busy, clips = {}, 0.0, 0.0, 0
                     if live is not None:
                         # train rows at steps 0, 1, ...; each validation at the step after
                         # its epoch's last row. Set, not counted: a resumed run continues
@@ -282,14 +281,15 @@ class Trainer:
                     if max_steps is not None and self.step >= max_steps:
                         stopped = True
                         self._save(f"step-{self.step:07d}.pt")
-                        return FitResult(self.step, self.epoch, last, self._history(), True)
+                        return FitResult(self.step, self.epoch, self.last_metrics,
+                                         self._history(), True)
                 # end of epoch
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 val = self._validate()
                 if val:
                     self.val_history.append({"step": self.step, **val})
-                last |= val
+                self.last_metrics = self.last_metrics | val
                 if live is not None:
                     live.step = self.step
                     for k, v in val.items():
@@ -302,7 +302,7 @@ class Trainer:
             bar.close()
             if live is not None and not stopped:
                 live.end()
-        return FitResult(self.step, self.epoch, last, self._history(), False)
+        return FitResult(self.step, self.epoch, self.last_metrics, self._history(), False)
 
     def _history(self) -> list[dict[str, float]]:
         """The validations of the whole run, resumed parts included."""
