@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import machine, write_results
 
 from tvts.asr.engines import SAMPLE_RATE, load_engine
 from tvts.asr.journal import ShardJournal
@@ -82,7 +83,7 @@ def main() -> None:
         print(engine_name, results[engine_name], flush=True)
     wt, fw = results.get("whisper-timestamped"), results.get("faster-whisper")
     out = {
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "settings": {"videos": len(rows), "model": params.asr.model,
                      "threads": params.asr.threads, "vad": params.asr.vad,
                      "beam_size": params.asr.beam_size, "profile": params.profile},
@@ -91,8 +92,7 @@ def main() -> None:
     if wt and fw:
         out["ratio_rtf_whisper_timestamped_over_faster_whisper"] = round(
             wt["real_time_factor"] / fw["real_time_factor"], 3)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 from prefect import flow
+from results_io import machine, write_results
 
 from flows.pipeline import fan_out, task_runner
 from tvts.tables import read_table, write_table
@@ -94,7 +95,7 @@ def main() -> None:
         wa = pl.read_parquet(a / "data/asr/words.parquet")
         wb = pl.read_parquet(b / "data/asr/words.parquet")
         merged = json.loads((b / "metrics/details/asr.json").read_text())
-    result = {"machine": {"cpus": os.cpu_count()}, "videos": videos.height,
+    result = {"machine": machine(), "videos": videos.height,
               "audio_min": round(float(videos["duration_s"].sum()) / 60, 2),
               "dask_workers": args.workers,
               "in_process_s": round(in_process, 1), "dask_s": round(dask, 1),
@@ -103,8 +104,7 @@ def main() -> None:
               "words": wa.height, "words_identical": wa.height > 0 and wa.equals(wb),
               **word_differences(wa, wb),
               "merge_videos_resumed": merged["videos_resumed"]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(json.dumps(result, indent=2))
 
 

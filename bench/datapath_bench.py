@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from loader_bench import entries_from_demo
+from results_io import cpu_name, write_results
 from torch.utils.data import DataLoader
-from train_step import _cpu_name
 
 from tvts.config import S3Config, resolve
 from tvts.corpus.demo.generate import generate_demo
@@ -124,7 +124,7 @@ def main() -> None:
     demo, paper = resolve({}), resolve({"profile": "paper"})
     cuda = torch.cuda.is_available()
     tmp = Path(tempfile.mkdtemp(prefix="tvts-datapath-"))
-    results: dict = {"machine": {"cpu": _cpu_name(),
+    results: dict = {"machine": {"cpu": cpu_name(),
                                  "gpu": torch.cuda.get_device_name() if cuda else None},
                      "measure": "one process, one thread: clips/s per CPU core"}
     try:
@@ -225,8 +225,7 @@ def main() -> None:
               json.dumps(results.get("cores_per_gpu")), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
+from results_io import write_results
 
 from tvts.config import resolve
 from tvts.corpus.demo.media import write_video
@@ -304,14 +305,13 @@ def main() -> None:
             "index_vectors_per_clip": round(size / n_clips, 1),
             "frames_per_s_per_core": frames_per_core_s(enc, sample),
             "bench_s": round(time.perf_counter() - t0, 1), "alterations": alterations}
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(out_path, result)
     if not args.clip_model and "clip+views" not in result["methods"]:
         result["methods"]["clip+views"] = (
             "not measured: no CLIP weights can be fetched on the machine these figures come "
             "from; run with --clip-model PATH_OR_HUB_NAME where they can (the code path is "
             "exercised in tests with a tiny random CLIP)")
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out_path, result)
     print(json.dumps({k: v for k, v in result.items() if k != "methods"}, indent=2))
 
 

@@ -19,10 +19,10 @@ import json
 import os
 import resource
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
+from results_io import write_results
 
 from tvts.dedup.search import build_index, search
 
@@ -135,8 +135,7 @@ def main() -> None:
         "data_generation_s": round(t_data, 1),
     }
     print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

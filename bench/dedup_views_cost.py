@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from results_io import machine, write_results
 
 from tvts.config import load_params
 from tvts.dedup.borders import crop_borders, insets
@@ -84,7 +85,7 @@ def main() -> None:
                                              now.dedup.max_query_frames),
                        now.dedup.decode_size)[0] for r in videos.iter_rows(named=True)])
     result = {
-        "machine": "2-core CPU development machine (shared)",
+        "machine": machine(note="2-core CPU development machine (shared)"),
         "runs": runs,
         "ratio_now_over_before": {k: round(runs["now"][k] / runs["before"][k], 2)
                                   for k in ("wall_s", "features_s", "indexed_vectors",
@@ -93,8 +94,7 @@ def main() -> None:
         "frames_timed": len(frames),
     }
     print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

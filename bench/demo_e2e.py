@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_io import write_results
+
 REPO = Path(__file__).resolve().parents[1]
 STAGE = re.compile(rb"Running stage '([^']+)'")
 
@@ -96,8 +98,7 @@ def main() -> None:
               "total_s": round(total, 1), "before_first_stage_s": round(starts[0][1], 1)
               if starts else None, "stages": stages, "headline": _headline(work)}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     print(json.dumps({k: result[k] for k in ("total_s", "stages")}, indent=1))
     if not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from results_io import machine, write_results
 from torch.utils.data import DataLoader
 
 from tvts.config import resolve
@@ -102,7 +102,7 @@ def main() -> None:
                                                      args.workers))
     best = {k: max(v) for k, v in runs.items()}
     result = {
-        "machine": {"cpus": os.cpu_count(), "device": "cpu"},
+        "machine": machine(device="cpu"),
         "clips": len(paths), "views": f"{tv}x{sv}", "frames": d.num_frames,
         "frame_size": d.frame_size, "decoder": d.decoder, "loader_workers": args.workers,
         "clips_per_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
@@ -113,8 +113,7 @@ def main() -> None:
                                                   / best["encode_only_1_encoder"], 3),
         "target_ratio": 0.8,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -12,13 +12,13 @@ Each variant trains in a scratch folder (nothing in the workspace is written but
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from results_io import write_results
 
 from tvts.config import load_params
 from tvts.eval.features import ViewSpec
@@ -52,7 +52,7 @@ def main() -> None:
     base = load_params()
     device = torch.device("cpu")
     net = evaluate._models(base.model_copy(update={"evaluate": base.evaluate.model_copy(
-        update={"encoders": [args.encoder]})}), evaluate.MODELS, device)
+        update={"encoders": [args.encoder]})}), None, device)
     splits = set_splits(read_table(evaluate.DOWNSTREAM / "ssv2.parquet", "downstream"))
     d = base.data
     test = ViewSpec(d.num_frames, d.frame_size, d.resize_short, d.decoder,
@@ -78,7 +78,7 @@ def main() -> None:
            "classes": m["classes"], "chance_top1": round(m["chance_top1"], 2),
            "chance_loss_ln_classes": round(float(torch.log(torch.tensor(m["classes"]))), 4),
            "rows": rows}
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

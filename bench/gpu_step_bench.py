@@ -14,9 +14,9 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+from results_io import write_results
 from torch.utils.flop_counter import FlopCounterMode
 
 from tvts.models.sorter import SortTransformer
@@ -93,8 +93,7 @@ def main() -> None:
             print(json.dumps(r), flush=True)
             del model
             torch.cuda.empty_cache()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

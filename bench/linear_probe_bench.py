@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import machine, write_results
 
 from tvts.eval.probes import ProbeSettings, linear_probe
 
@@ -41,13 +40,12 @@ def main() -> None:
     t = time.perf_counter()
     res = linear_probe(x, y, xt, yt, args.classes, s)
     seconds = time.perf_counter() - t
-    result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+    result = {"machine": machine(torch_threads=torch.get_num_threads()),
               "features": [args.n, args.dim], "classes": args.classes, "epochs": args.epochs,
               "batch_size": 384, "test_clips": args.test, "views": args.views,
               "seconds": round(seconds, 2), "top1": round(res.metrics["top1"], 2),
               "chance_top1": round(100 / args.classes, 2)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import machine, write_results
 from torch.utils.data import DataLoader, Dataset
 
 from tvts.config import resolve
@@ -149,7 +149,7 @@ def main() -> None:
     torch.set_num_threads(1)
     demo = resolve({})
     tmp = Path(tempfile.mkdtemp(prefix="tvts-loader-bench-"))
-    results: dict = {"machine": {"cpus": os.cpu_count()}}
+    results: dict = {"machine": machine()}
     try:
         # --- demo profile: the embedded corpus as generated
         cfg = demo.corpus.demo.model_copy(update={"num_videos": args.clips, "leak_fraction": 0.0,
@@ -203,8 +203,7 @@ def main() -> None:
         print("repeated", rep, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_io import write_results
+
 REPO = Path(__file__).resolve().parents[1]
 # `pack`: frames from the pack stage's JPEG shards (data/pack, `dvc repro pack` first) or
 # decoded from the videos per clip
@@ -104,7 +106,7 @@ def main() -> None:
     result = {"cores": os.cpu_count(), "steps": args.steps,
               "note": "seconds: the whole stage call for that many steps (start-up included)",
               "variants": rows}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_io import write_results
+
 from tvts.config import load_params, resolve
 from tvts.stages import evaluate, post_pretrain, pretrain
 from tvts.stages.common import details_path
@@ -123,8 +125,7 @@ def seeds_table(params_file: str, seeds: int, out: str) -> None:
               "summary": summary, "seconds": round(time.perf_counter() - t, 1),
               "note": "SSV2-format set, frozen probes on the pretrain export; top-1 (linear, "
                       "attentive) and R@1 (v2v) in percent; std over seeds (n - 1)"}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     print("| probe | random | L_base only | TVTS | TVTS - random |\n|---|---|---|---|---|")
     for p in PROBES:
         row = summary[p]
@@ -166,8 +167,7 @@ def main() -> None:
                       "checkpoint by val/loss; encoders after post_pretrain for the downstream "
                       "rows, the pretrain export for sorting and classification "
                       "fine-tuning"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print("| metric | (a) random | (b) L_base only | (c) TVTS |\n|---|---|---|---|")
     for r in table:
         cells = [r["a_random"], r["b_l_base_only"], r["c_tvts"]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from loader_bench import entries_from_demo  # bench/ is the script's directory
+from results_io import machine, write_results
 
 from tvts.config import resolve
 from tvts.corpus.demo.generate import generate_demo
@@ -73,7 +73,7 @@ def main() -> None:
         spec = SampleSpec.from_params(params)
         probed = split_feasible(entries_from_demo(gen.pretrain_dir), spec)[0]
         known = [replace(e, size=(cfg.width, cfg.height)) for e in probed]
-        rows: dict = {"machine": {"cpus": os.cpu_count()}, "videos": args.videos,
+        rows: dict = {"machine": machine(), "videos": args.videos,
                       "decoder": spec.decoder}
         # alternate, so both see the same machine load
         probe_ms, known_ms = [], []
@@ -95,8 +95,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(rows, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    write_results(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import socket
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from results_io import cpu_name, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -264,15 +264,7 @@ def run_one(profile: str, config: dict[str, Any], b: int, steps: int,
             "utilisation": round(achieved / rate, 4), "peak_mem_gib": round(peak / GIB, 4),
             "forward_flop_share": shares, "text_real_token_share": round(real_tokens, 3),
             "first_loss": losses[0], "dtype": "bf16" if bf16 else "fp32",
-            "device": torch.cuda.get_device_name() if use_cuda else _cpu_name()}
-
-
-def _cpu_name() -> str:
-    info = Path("/proc/cpuinfo")  # Linux; elsewhere the platform's own name
-    lines = info.read_text().splitlines() if info.exists() else []
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
-                platform.processor() or "CPU")
-    return f"{name} ({os.cpu_count()} cores)"
+            "device": torch.cuda.get_device_name() if use_cuda else cpu_name()}
 
 
 # ------------------------------------------------------------------ the comparison
@@ -359,8 +351,7 @@ def main(argv: list[str] | None = None) -> None:
             result["profiles"][profile] = {"batches": list(batches), "timed_steps": steps,
                                            "runs": runs, "summary": _summary(runs, profile)}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
 
 
 if __name__ == "__main__":

@@ -31,18 +31,17 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tvts import paths
 from tvts.config import ParamsError, resolve
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root this flow is served from
 USER_ERROR_EXIT = 2  # `python -m tvts` exits 2 on a user error (bad params, a bad file)
-# stages whose per-video work splits by shard (`tvts stage <name> --shards i/n`)
-FANOUT_STAGES = ("asr", "dedup", "pack", "evaluate")
-REPORTS = {"every report of the run, with the headline metrics": "reports/index.html",
-           "ASR validation (Data Docs)": "reports/asr_validation/index.html",
-           "leakage review": "reports/leakage/index.html",
-           "evaluation summary": "reports/eval/summary.md",
-           "training curves": "reports/pretrain/curves.png",
-           "evaluation figures": "reports/eval/figures"}
+REPORTS = {"every report of the run, with the headline metrics": paths.REPORTS_INDEX,
+           "ASR validation (Data Docs)": paths.VALIDATION_REPORT / "index.html",
+           "leakage review": paths.LEAKAGE_REPORT / "index.html",
+           "evaluation summary": paths.EVAL_SUMMARY,
+           "training curves": paths.report_dir("pretrain") / "curves.png",
+           "evaluation figures": paths.EVAL_FIGURES}
 
 
 class StageFailed(RuntimeError):
@@ -344,7 +343,7 @@ def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = Non
 
     def run_all(workspace: Path) -> None:
         for name in chosen:
-            if shard_parts > 1 and name in FANOUT_STAGES and stage_is_stale(name, workspace):
+            if shard_parts > 1 and name in paths.SHARDED_STAGES and stage_is_stale(name, workspace):
                 fan_out.with_options(task_runner=task_runner(runner, shard_parts))(
                     name, shard_parts, str(workspace))
             results[name] = run_stage(name, str(workspace))

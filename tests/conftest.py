@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from tvts.config import resolve
+from tvts.config import Params, resolve
 from tvts.corpus.demo.generate import DemoOutput, generate_demo
 from tvts.corpus.demo.media import write_video
 from tvts.stages.common import details_path
@@ -22,6 +23,38 @@ from tvts.stages.common import details_path
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """An end-to-end test is a slow one: the fast lane (`-m 'not slow'`) leaves both out."""
+    for item in items:
+        if item.get_closest_marker("integration") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
+def micro(overrides: dict | None = None) -> Params:
+    """The micro profile with `overrides` (sections as params.yaml spells them)."""
+    return resolve({"profile": "micro", **(overrides or {})})
+
+
+# what a scratch copy of the project needs besides its code folders
+PROJECT_FILES = ("dvc.yaml", ".gitignore", ".dvcignore")
+
+
+def scratch_project(root: Path, folders: tuple[str, ...] = ("tvts",),
+                    params: dict | None = None, files: tuple[str, ...] = PROJECT_FILES
+                    ) -> Path:
+    """A copy of the project under `root`: its code `folders` (byte-code caches left out),
+    `files`, and params.yaml on the micro profile, top-level sections of `params` replacing
+    the workspace's."""
+    for folder in folders:
+        shutil.copytree(REPO / folder, root / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in files:
+        shutil.copy(REPO / name, root / name)
+    values = yaml.safe_load((REPO / "params.yaml").read_text()) | {"profile": "micro"}
+    (root / "params.yaml").write_text(yaml.safe_dump(values | (params or {}), sort_keys=False))
+    return root
 
 
 def stage_record(metrics_path: str | Path) -> dict:
@@ -55,13 +88,24 @@ def make_video(path: Path, seconds: float = 2.0, fps: int = 8, size: tuple[int, 
 
 @pytest.fixture(scope="session")
 def micro_params():
-    return resolve({"profile": "micro"})
+    return micro()
 
 
 @pytest.fixture(scope="session")
 def micro_demo(tmp_path_factory, micro_params) -> DemoOutput:
     root = tmp_path_factory.mktemp("demo")
     return generate_demo(micro_params.corpus.demo, 0, root, workers=1)
+
+
+@pytest.fixture(scope="session")
+def micro_corpus_stage(tmp_path_factory, micro_params) -> Path:
+    """The corpus stage's outputs on the micro profile, made once: `<root>/corpus` (the
+    videos table, the demo's media and downstream sets); read it, write elsewhere."""
+    from tvts.stages import corpus as corpus_stage
+
+    root = tmp_path_factory.mktemp("micro-corpus")
+    corpus_stage.run(micro_params, root / "corpus", root / "corpus.json")
+    return root
 
 
 # ---------------------------------------------------------------- S3 (a real local endpoint)

@@ -20,11 +20,11 @@ from tvts.asr.convert import convert_ct2_dir, ct2_to_openai
 from tvts.asr.corpus_run import Task, import_subtitles, tasks_for, to_tables, transcribe_corpus
 from tvts.asr.ct2_format import CT2FormatError, read_ct2, write_ct2
 from tvts.asr.engines import Word, cut_repeats, finish, load_engine
-from tvts.asr.journal import ShardJournal, shard_of
+from tvts.asr.journal import ShardJournal
 from tvts.asr.scoring import align, demo_reference, inside
 from tvts.config import resolve
 from tvts.errors import UserError
-from tvts.stages import corpus as corpus_stage
+from tvts.sharding import shard_of
 from tvts.tables import read_table
 from tvts.video.audio import read_audio_float
 
@@ -146,13 +146,11 @@ def test_shards_hold_many_videos():
 
 # ---------------------------------------------------------------- real engines, real speech
 @pytest.fixture(scope="module")
-def micro_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    params = resolve({"profile": "micro"})
-    corpus_stage.run(params, root / "corpus", root / "metrics.json")
-    return params, root
+def micro_corpus(micro_params, micro_corpus_stage):
+    return micro_params, micro_corpus_stage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["whisper-timestamped", "faster-whisper"])
 def test_bundled_tiny_en_transcribes_the_demo_narration(micro_corpus, engine):
     params, root = micro_corpus
@@ -224,6 +222,7 @@ def _run_asr(root: Path, extra: str = "") -> subprocess.Popen:
                             env={**os.environ, "TQDM_DISABLE": "1"})
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_loses_and_duplicates_nothing(micro_corpus, tmp_path):
     _, root = micro_corpus
     work = tmp_path / "run"

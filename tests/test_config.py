@@ -7,7 +7,7 @@ from tvts import config
 from tvts.cli import main
 from tvts.config import ParamsError, load_params, resolve
 
-from .conftest import REPO
+from .conftest import REPO, micro
 
 
 def test_repo_params_are_the_demo_profile():
@@ -64,15 +64,15 @@ def test_paper_profile_refuses_to_train_from_scratch_by_accident(tmp_path):
 
 
 def test_params_yaml_keys_override_the_profile():
-    p = resolve({"profile": "micro", "corpus": {"demo": {"num_videos": 7}}})
+    p = micro({"corpus": {"demo": {"num_videos": 7}}})
     assert p.corpus.demo.num_videos == 7
     assert p.corpus.demo.width == 96  # still micro's
 
 
 def test_micro_is_smaller_than_demo():
-    micro, demo = resolve({"profile": "micro"}), resolve({})
-    assert micro.corpus.demo.num_videos < demo.corpus.demo.num_videos
-    assert micro.model.video.width < demo.model.video.width
+    small, demo = micro(), resolve({})
+    assert small.corpus.demo.num_videos < demo.corpus.demo.num_videos
+    assert small.model.video.width < demo.model.video.width
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_all_problems_reported_at_once():
 
 def test_typo_in_a_profile_names_the_profile_file(tmp_path, monkeypatch):
     (tmp_path / "broken.yaml").write_text("data:\n  num_frame: 8\n")
-    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    monkeypatch.setattr(config.loader, "PROFILES_DIR", tmp_path)
     with pytest.raises(ParamsError) as err:
         resolve({"profile": "broken"})
     assert str(tmp_path / "broken.yaml") in str(err.value)

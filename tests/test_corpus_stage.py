@@ -12,17 +12,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tvts.config import resolve
 from tvts.corpus.probe import ProbeError, probe_video
 from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.tables import read_table
 
-from .conftest import make_video, stage_record
+from .conftest import make_video, micro, stage_record
 
 
 def _run(tmp_path: Path, source: str, **corpus):
-    params = resolve({"profile": "micro", "corpus": {"source": source, "workers": 1,
+    params = micro({"corpus": {"source": source, "workers": 1,
                                                      "cache_dir": str(tmp_path / "cache"),
                                                      **corpus}})
     out = tmp_path / "out"

@@ -22,14 +22,13 @@ from tvts.dedup.extract import FeatureItem, Sampling, extract
 from tvts.dedup.search import build_index, measure_recall, search
 from tvts.dedup.views import FLIPPED, LUMA
 from tvts.errors import UserError
-from tvts.stages import corpus as corpus_stage
 from tvts.stages import dedup as dedup_stage
 from tvts.stages import downstream as downstream_stage
 from tvts.storage import file_stamp
 from tvts.tables import frame, read_table, write_table
 
 from .browser import dump_dom, remote_references, screenshot
-from .conftest import stage_record
+from .conftest import micro, stage_record
 
 
 def _scene(seed: int, n: int = 16, size: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -238,24 +237,26 @@ def test_extraction_is_sharded_and_resumes(tmp_path):
 
 # ---------------------------------------------------------------- the stage on the demo
 @pytest.fixture(scope="module")
-def micro_run(tmp_path_factory):
+def micro_run(tmp_path_factory, micro_corpus_stage):
     """corpus -> downstream -> dedup on the micro profile (no ASR: all videos are queried)."""
     root = tmp_path_factory.mktemp("dedup-demo")
+    corpus = root / "corpus"
+    corpus.symlink_to(micro_corpus_stage / "corpus")  # shared by the session: read only
     decisions = root / "decisions.csv"
-    params = resolve({"profile": "micro", "dedup": {"decisions": str(decisions)}})
-    corpus_stage.run(params, root / "corpus", root / "corpus.json")
+    params = micro({"dedup": {"decisions": str(decisions)}})
     downstream_stage.run(params, root / "downstream", root / "downstream.json",
-                         demo_root=root / "corpus" / "demo" / "downstream")
+                         demo_root=corpus / "demo" / "downstream")
 
     def run_dedup() -> dict:
-        dedup_stage.run(params, root / "corpus" / "videos.parquet", root / "downstream",
-                        root / "corpus" / "leak_truth.parquet", root / "dedup",
+        dedup_stage.run(params, corpus / "videos.parquet", root / "downstream",
+                        corpus / "leak_truth.parquet", root / "dedup",
                         root / "report", root / "dedup.json")
         return stage_record(root / "dedup.json")
 
     return root, decisions, run_dedup
 
 
+@pytest.mark.slow
 def test_planted_leaks_found_and_nothing_else(micro_run):
     root, _decisions, run_dedup = micro_run
     m = run_dedup()
@@ -273,6 +274,7 @@ def test_planted_leaks_found_and_nothing_else(micro_run):
     assert set(manifest["split"]) == {"train", "val"}
 
 
+@pytest.mark.slow
 def test_decisions_file_is_honoured_on_the_next_run(micro_run):
     root, decisions, run_dedup = micro_run
     leaks = read_table(root / "dedup" / "leaks.parquet", "leaks")
@@ -384,9 +386,10 @@ def test_report_shows_html_in_names_as_text(evil_report, tmp_path):
     assert list(read_decisions(decisions)) == [("host", "mine", f"<b>label<b>/{EVIL}")]
 
 
+@pytest.mark.slow
 def test_stage_runs_with_a_clip_encoder_loaded_by_path(micro_run, tiny_clip):
     root, decisions, _ = micro_run
-    params = resolve({"profile": "micro", "dedup": {
+    params = micro({"dedup": {
         "encoder": "clip", "clip_model": str(tiny_clip), "device": "cpu",
         "decisions": str(decisions)}})
     summary = dedup_stage.run(params, root / "corpus" / "videos.parquet", root / "downstream",

@@ -27,6 +27,7 @@ def _sidecars(demo) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(demo.pretrain_dir.glob("*.json"))]
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(micro_demo, micro_params, tmp_path):
     cfg = micro_params.corpus.demo
     root = micro_demo.pretrain_dir.parent
@@ -116,6 +117,7 @@ def _said(sides: list[dict]) -> list[list[str]]:
             for side in sides if side["leak"] is None]
 
 
+@pytest.mark.slow
 def test_scripts_come_in_several_orders_and_the_text_alone_cannot_sort_them(tmp_path):
     """The property the demo's sorting relies on: videos of one script say the same sentences
     in different orders, a sentence comes at every position across the corpus, and the best
@@ -309,6 +311,7 @@ def _appearance_rule_accuracy(objects_per_video: int, tmp_path) -> float:
     return float(np.mean(hits))
 
 
+@pytest.mark.slow
 def test_no_still_frame_tells_a_videos_slots_apart(tmp_path):
     """The property the transfer relies on: every slot of a pretraining video shows the same
     object, so an appearance-only rule matches sentences to slots at chance; only what
@@ -354,6 +357,7 @@ def test_the_corpus_split_keeps_a_scripts_videos_together(micro_demo, micro_para
     assert got != [split_of(key, 0.1, 0.2, seed=4) for key in keys]  # seeded
 
 
+@pytest.mark.slow
 def test_a_scripts_narration_names_its_object_or_says_it(tmp_path):
     from tvts.config import DemoConfig, DemoDownstreamSizes
 

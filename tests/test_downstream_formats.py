@@ -315,3 +315,9 @@ def test_a_set_of_broken_links_only_is_an_error(tmp_path):
     (tmp_path / "clips" / "x.mp4").symlink_to(tmp_path / "nowhere.mp4")
     with pytest.raises(UserError, match="holds no video files"):
         read_set("mine", str(tmp_path / "clips"))
+
+
+def test_every_format_the_schema_accepts_has_an_adapter():
+    from tvts.config import DOWNSTREAM_FORMATS
+
+    assert set(ADAPTERS) == set(DOWNSTREAM_FORMATS)

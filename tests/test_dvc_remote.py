@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from .conftest import REPO
+from .conftest import scratch_project
 
 pytestmark = pytest.mark.integration
 SECRET = "tvtsCanarySecret0123456789abcdefXYZ"  # must never show up anywhere
@@ -42,12 +41,8 @@ def test_push_and_pull_pipeline_outputs_through_s3(s3_endpoint, tmp_path):
                  aws_secret_access_key=SECRET, region_name="us-east-1"
                  ).create_bucket(Bucket="team-dvc")
     root = tmp_path / "project"
-    shutil.copytree(REPO / "tvts", root / "tvts", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = "micro"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root.mkdir()
+    scratch_project(root)
     dvc = [sys.executable, "-m", "dvc"]
     printed = []
     for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"],

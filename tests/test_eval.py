@@ -10,7 +10,9 @@ import torch
 
 from tvts.errors import UserError
 from tvts.eval.features import ClipFeatures
-from tvts.eval.metrics import (
+from tvts.eval.probes import ProbeSettings, attentive_probe, linear_probe
+from tvts.eval.protocols import video_to_video
+from tvts.metrics import (
     degeneracy,
     hit_rates,
     label_retrieval,
@@ -18,10 +20,8 @@ from tvts.eval.metrics import (
     retrieval_metrics,
     topk_accuracy,
 )
-from tvts.eval.probes import ProbeSettings, attentive_probe, linear_probe
-from tvts.eval.protocols import video_to_video
 
-from .conftest import make_video
+from .conftest import make_video, micro
 
 
 # ---------------------------------------------------------------- retrieval metrics
@@ -272,11 +272,10 @@ def test_set_splits_fall_back_to_val_and_hash_unsplit_rows():
 
 # ---------------------------------------------------------------- transcript sorting
 def test_sort_conditions_on_the_real_model():
-    from tvts.config import resolve
     from tvts.eval.sorting import sort_accuracies, text_only_hits
     from tvts.models.factory import build_tvts
 
-    params = resolve({"profile": "micro", "sort": {"time_embedding": "sincos"}})
+    params = micro({"sort": {"time_embedding": "sincos"}})
     torch.manual_seed(0)
     model = build_tvts(params).eval()
     d, k = params.data, params.data.num_transcripts
@@ -305,13 +304,12 @@ def test_sort_conditions_on_the_real_model():
 
 
 def test_exported_model_loads_back_and_a_foreign_one_is_refused(tmp_path):
-    from tvts.config import resolve
     from tvts.errors import UserError
     from tvts.eval.encoders import load_exported, random_model
     from tvts.models.factory import model_signature
     from tvts.train.export import export_model
 
-    params = resolve({"profile": "micro"})
+    params = micro()
     model = random_model(params)
     torch.nn.init.normal_(model.proj.video.weight)  # differs from a fresh build
     export_model(model, tmp_path / "m", {"signature": model_signature(params)})
@@ -320,7 +318,7 @@ def test_exported_model_loads_back_and_a_foreign_one_is_refused(tmp_path):
     assert not torch.equal(random_model(params).proj.video.weight, model.proj.video.weight)
     assert torch.equal(random_model(params).proj.video.weight,
                        random_model(params).proj.video.weight)  # the floor is seeded
-    wider = resolve({"profile": "micro", "model": {"video": {"width": 96}}})
+    wider = micro({"model": {"video": {"width": 96}}})
     with pytest.raises(UserError, match="another architecture"):
         load_exported(wider, tmp_path / "m")
     # the CLI adds which stage makes it (tested in test_config)
@@ -383,7 +381,6 @@ def test_text_only_sorter_finds_a_text_shortcut_and_only_then(cue):
 
 # ---------------------------------------------------------------- floors
 def test_random_floor_is_untrained_and_init_is_the_start_point(monkeypatch):
-    from tvts.config import resolve
     from tvts.eval import encoders
     from tvts.models import factory
 
@@ -396,11 +393,11 @@ def test_random_floor_is_untrained_and_init_is_the_start_point(monkeypatch):
         return type("Report", (), {"summary": lambda self: "fake"})()
 
     monkeypatch.setattr(factory, "load_image_vit", fake_load)
-    demo = resolve({"profile": "micro"})
+    demo = micro()
     assert not encoders.init_differs(demo)
     assert torch.equal(encoders.random_model(demo).video.cls_token,
                        encoders.init_model(demo).video.cls_token)
-    paper_like = resolve({"profile": "micro", "model": {"video": {"init": "/w/mae.pth"}}})
+    paper_like = micro({"model": {"video": {"init": "/w/mae.pth"}}})
     assert encoders.init_differs(paper_like)
     rand, init = encoders.random_model(paper_like), encoders.init_model(paper_like)
     assert loaded == ["/w/mae.pth"]  # only the init floor loads the start weights
@@ -448,12 +445,11 @@ def test_exported_files_follow_the_umask(tmp_path, umask):
     """Before: text_encoder/model.safetensors was 0600 whatever the umask (the HF save)."""
     import os
 
-    from tvts.config import resolve
     from tvts.eval.encoders import random_model
     from tvts.models.factory import model_signature
     from tvts.train.export import export_model
 
-    params = resolve({"profile": "micro"})
+    params = micro()
     old = os.umask(umask)
     try:
         export_model(random_model(params), tmp_path / "m",

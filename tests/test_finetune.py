@@ -381,6 +381,7 @@ def _ddp_finetune(rank: int, world: int, port: int, clips: list, out: str) -> No
         cleanup()
 
 
+@pytest.mark.slow
 def test_two_process_fine_tuning_matches_one_process(labelled, tmp_path):
     torch.set_num_threads(1)
     spec = ViewSpec(4, 16, 18, "pyav", 1, 1)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import yaml
 from flows.pipeline import apply_overrides, checked_params, stage_error
 from tvts.config import ParamsError
 
-from .conftest import REPO, free_port
+from .conftest import REPO, free_port, scratch_project
 
 pytestmark = pytest.mark.integration
 STAGES = ["sources", "corpus", "asr", "validate", "downstream", "dedup", "pack", "pretrain",
@@ -95,14 +94,7 @@ def _wait(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A scratch project (micro profile) + a Prefect server + `python -m flows serve`."""
-    root = tmp_path_factory.mktemp("project")
-    for d in ("tvts", "flows", "reviews"):
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = "micro"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = scratch_project(tmp_path_factory.mktemp("project"), ("tvts", "flows", "reviews"))
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"

@@ -84,6 +84,7 @@ def _worker(rank: int, world: int, port: int, v: torch.Tensor, t: torch.Tensor, 
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grouped", [False, True])
 def test_gathered_loss_and_gradients_match_single_process(tmp_path, grouped):
     torch.manual_seed(0)

@@ -17,6 +17,8 @@ from tvts.models.sorter import SortTransformer
 from tvts.models.text_encoder import TextEncoder, load_tokenizer, resolve_text_model
 from tvts.models.video_vit import VideoViT, VideoViTConfig, num_tokens, sample_keep
 
+from .conftest import micro
+
 SMALL = VideoViTConfig(img_size=32, num_frames=16, patch_size=8, tubelet=2, width=48, depth=2,
                        heads=3)
 
@@ -240,7 +242,7 @@ def test_factorial_head_shape():
 # ---------------------------------------------------------------- the TVTS model
 @pytest.fixture(scope="module")
 def micro_model_inputs():
-    p = resolve({"profile": "micro"})
+    p = micro()
     tok = load_tokenizer(p.model.text.name)
     b, k = 3, p.data.num_transcripts
     enc = tok([f"the red circle moves {w}" for w in ("up", "down", "left")] * k,
@@ -382,7 +384,7 @@ def test_embedding_only_the_kept_patches_gives_the_tokens_and_gradients_of_embed
 def test_fused_and_explicit_attention_compute_the_same_model():
     from tvts.models.attention import set_fused_attention
 
-    params = resolve({"profile": "micro"})
+    params = micro()
     model = build_tvts(params).eval()
     video = torch.randn(2, 3, 4, 32, 32)
     ids = torch.randint(1000, 5000, (2, 4, 7))
@@ -402,7 +404,7 @@ def test_fused_and_explicit_attention_compute_the_same_model():
 
 
 def test_the_global_text_vector_is_the_projected_mean_of_the_transcripts():
-    params = resolve({"profile": "micro"})
+    params = micro()
     model = build_tvts(params).eval()
     ids = torch.randint(1000, 5000, (2, 4, 7))
     mask = torch.ones_like(ids)

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import torch
 
-from tvts.config import S3Config, resolve
+from tvts.config import S3Config
 from tvts.data.transforms import batch_to, crop_clip
 from tvts.data.tvts_dataset import (
     SampleSpec,
@@ -28,6 +28,8 @@ from tvts.pack.corpus_run import pack_corpus, plan, settings_for, to_tables
 from tvts.pack.shards import packed_indices
 from tvts.tables import frame, read_table
 from tvts.video.packed import PackedIndex, decode_clips, decode_table, jpeg_batch_decoder
+
+from .conftest import micro
 
 # Lowest PSNR of a packed clip against the same clip decoded on the fly, at the default JPEG
 # settings (quality 90, 4:4:4), on the micro corpus' 36-px rendered scenes: frames measured
@@ -77,7 +79,7 @@ def corpus(micro_demo):
 @pytest.fixture(scope="module")
 def params():
     # the source's frame rate (8 fps): every frame packed, so TSN picks the same ones
-    return resolve({"profile": "micro", "pack": {"fps": 8.0}})
+    return micro({"pack": {"fps": 8.0}})
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +185,7 @@ def test_decode_clips_crops_each_clip_where_asked():
 
 def test_packing_is_deterministic_resumes_and_prunes(corpus, tmp_path):
     videos, _ = corpus
-    p = resolve({"profile": "micro"})  # 4 fps, 2 shards
+    p = micro()  # 4 fps, 2 shards
     one, two = tmp_path / "one", tmp_path / "two"
     _pack(p, videos, one, workers=1)
     _pack(p, videos, two, workers=2)
@@ -193,16 +195,16 @@ def test_packing_is_deterministic_resumes_and_prunes(corpus, tmp_path):
     assert again["shards_resumed"] == 2
     assert stamps == {f.name: f.stat().st_mtime_ns for f in one.iterdir()}  # nothing rewritten
     # other settings: every shard is written again; fewer shards: the extra files go
-    _, _, other = _pack(resolve({"profile": "micro", "pack": {"jpeg_quality": 80}}), videos, one)
+    _, _, other = _pack(micro({"pack": {"jpeg_quality": 80}}), videos, one)
     assert other["shards_resumed"] == 0 and _digest(one) != _digest(two)
-    _, _, fewer = _pack(resolve({"profile": "micro", "pack": {"num_shards": 1}}), videos, one)
+    _, _, fewer = _pack(micro({"pack": {"num_shards": 1}}), videos, one)
     assert fewer["shards"] == 1 and fewer["stale_files_removed"] == 2  # shard-00001 .tar/.json
     assert sorted(f.name for f in one.iterdir()) == ["shard-00000.json", "shard-00000.tar"]
 
 
 def test_a_shard_cut_short_by_a_kill_is_written_again(corpus, tmp_path):
     videos, _ = corpus
-    p = resolve({"profile": "micro"})
+    p = micro()
     _pack(p, videos, tmp_path)
     tar = tmp_path / "shard-00000.tar"
     good = tar.read_bytes()
@@ -217,7 +219,7 @@ def test_undecodable_video_is_quarantined_at_pack_time(corpus, tmp_path):
     bad.write_bytes(b"\x00" * 2048)
     row = videos.row(0, named=True) | {"video_id": "broken", "uri": str(bad)}
     with_bad = pl.concat([videos, frame([row], "videos")])
-    index, quarantine, metrics = _pack(resolve({"profile": "micro"}), with_bad, tmp_path / "s")
+    index, quarantine, metrics = _pack(micro(), with_bad, tmp_path / "s")
     assert quarantine["video_id"].to_list() == ["broken"]
     assert quarantine["stage"].to_list() == ["pack"]
     assert "DecodeError" in quarantine["reason"][0]
@@ -289,12 +291,12 @@ def test_pack_stage_disabled_and_enabled(corpus, tmp_path):
 
     videos, _ = corpus
     write_table(videos, tmp_path / "videos.parquet", "videos")
-    off = resolve({"profile": "micro", "pack": {"enabled": False}})
+    off = micro({"pack": {"enabled": False}})
     msg = pack_stage.run(off, tmp_path / "videos.parquet", tmp_path / "pack",
                          tmp_path / "m" / "pack.json")
     assert "disabled" in msg and read_table(tmp_path / "pack/index.parquet",
                                             "pack_index").height == 0
-    on = resolve({"profile": "micro"})
+    on = micro()
     # a part of a fan-out writes its shards only; the whole stage then merges them
     part = pack_stage.run(on, tmp_path / "videos.parquet", tmp_path / "pack",
                           tmp_path / "m" / "pack.json", shards=(0, 2))
@@ -314,10 +316,10 @@ def test_training_refuses_frames_packed_at_another_size(packed, tmp_path):
 
     _, index, _, _ = packed
     write_table(index, tmp_path / "index.parquet", "pack_index")
-    ok, on_device = packed_frames(resolve({"profile": "micro"}), "cpu", tmp_path)
+    ok, on_device = packed_frames(micro(), "cpu", tmp_path)
     assert len(ok) == index.height and not on_device
-    assert packed_frames(resolve({"profile": "micro"}), "cuda", tmp_path)[1]  # auto: on a GPU
-    bigger = resolve({"profile": "micro", "data": {"resize_short": 40}})
+    assert packed_frames(micro(), "cuda", tmp_path)[1]  # auto: on a GPU
+    bigger = micro({"data": {"resize_short": 40}})
     with pytest.raises(UserError, match=r"short side .* data.resize_short = 40: pack again"):
         packed_frames(bigger, "cpu", tmp_path)
 
@@ -335,7 +337,7 @@ def test_training_decodes_packed_jpegs_on_the_device(micro_demo, tmp_path):
              for e in entries for i, (t, w) in enumerate(zip(e.times, e.words, strict=True))]
     write_table(videos, tmp_path / "videos.parquet", "videos")
     write_table(frame(words, "words"), tmp_path / "words.parquet", "words")
-    params = resolve({"profile": "micro", "pack": {"decode": "device"},
+    params = micro({"pack": {"decode": "device"},
                       "pretrain": {"loader_workers": 1, "epochs": 1}})
     pack_stage.run(params, tmp_path / "videos.parquet", tmp_path / "pack",
                    tmp_path / "pack.json")
@@ -357,7 +359,7 @@ def _first_shard(corpus, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The micro corpus packed into tmp_path: (videos, params, index, first video's row, its
     shard, the shard's bytes)."""
     videos, _ = corpus
-    p = resolve({"profile": "micro"})
+    p = micro()
     index, _, _ = _pack(p, videos, tmp_path)
     row = index.row(0, named=True)
     tar = tmp_path / row["shard"]

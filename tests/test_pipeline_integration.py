@@ -16,7 +16,7 @@ import yaml
 from tvts.tables import read_table
 
 from .browser import dump_dom, ink, remote_references, screenshot
-from .conftest import REPO, stage_record
+from .conftest import REPO, scratch_project, stage_record
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +31,7 @@ def _sh(cmd: list[str], cwd: Path) -> str:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
-    shutil.copytree(REPO / "tvts", root / "tvts",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "reviews", root / "reviews")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = "micro"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = scratch_project(tmp_path_factory.mktemp("repo"), ("tvts", "reviews"))
     _sh(["git", "init", "-q"], root)
     _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
     # the project's: plots.html_template and the committed page template it names

@@ -11,6 +11,8 @@ import pytest
 
 from tvts.provenance import ROOT, code_digest, import_closure, model_modules
 
+from .conftest import micro
+
 
 def _write(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
@@ -132,10 +134,10 @@ def clips(tmp_path_factory):
 def test_packed_shards_are_rewritten_under_other_code(monkeypatch, tmp_path):
     import polars as pl
 
-    from tvts.config import S3Config, resolve
+    from tvts.config import S3Config
     from tvts.pack import corpus_run
 
-    p = resolve({"profile": "micro"})
+    p = micro()
     videos = pl.DataFrame({"video_id": ["v1", "v2"], "uri": ["a.mp4", "b.mp4"],
                            "width": [64, 64], "height": [48, 48]})
     settings = corpus_run.settings_for(p.pack, p.data.resize_short, p.data.decoder)

@@ -55,6 +55,7 @@ def _pages(docs: Path) -> list[Path]:
     return sorted(docs.rglob("*.html"))
 
 
+@pytest.mark.slow
 def test_data_docs_reference_nothing_remote(gx_docs):
     online, offline = gx_docs
     assert all(remote_references(p.read_text()) for p in _pages(online))  # GX's own pages do
@@ -64,6 +65,7 @@ def test_data_docs_reference_nothing_remote(gx_docs):
         assert remote_references(page.read_text()) == [], page
 
 
+@pytest.mark.slow
 def test_data_docs_index_renders_offline(gx_docs, tmp_path):
     online, offline = gx_docs
     dom = dump_dom(offline / "index.html")
@@ -118,6 +120,7 @@ def _dvc_page(out: Path, template: Path | None) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_dvc_plots_template_renders_offline(tmp_path):
     template = install_plots_template(tmp_path / ".dvc")
     text = template.read_text()
@@ -243,6 +246,7 @@ def test_committed_plots_template_is_what_the_code_writes(tmp_path):
         "and commit it")
 
 
+@pytest.mark.slow
 def test_a_second_clones_plots_page_renders_and_keeps_a_hostile_label_as_data(tmp_path):
     """`dvc plots show` in a clone that never ran the install script draws the confusion
     matrix offline, and a class name that closes the script block stays text."""

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tvts.config import resolve
 from tvts.corpus.listing import corpus_listing, directory_listing, downstream_listing
 from tvts.tables import read_table
 
-from .conftest import REPO, make_video
+from .conftest import make_video, scratch_project
 
 
 def test_listing_changes_with_the_files_and_only_with_them(tmp_path):
@@ -55,13 +53,10 @@ def _dvc(root: Path, *args: str) -> str:
 @pytest.mark.integration
 def test_dvc_reruns_corpus_and_downstream_when_their_directories_change(tmp_path):
     root, videos, clips = tmp_path / "proj", tmp_path / "videos", tmp_path / "clips"
-    shutil.copytree(REPO / "tvts", root / "tvts", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = "micro"
-    params["corpus"] = {"source": str(videos), "workers": 1}
-    params["downstream"] = {"sets": {"mine": str(clips)}, "workers": 1, "svo": None}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    root.mkdir()
+    scratch_project(root, params={"corpus": {"source": str(videos), "workers": 1},
+                                  "downstream": {"sets": {"mine": str(clips)}, "workers": 1,
+                                                 "svo": None}}, files=("dvc.yaml",))
     videos.mkdir()
     (clips / "jump").mkdir(parents=True)
     make_video(videos / "a.mp4", seconds=3.0, seed=1)

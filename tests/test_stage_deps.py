@@ -15,7 +15,7 @@ from tvts.provenance import ROOT, import_closure, module_path
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 COMMAND = re.compile(r"python -m tvts stage (\w+)")
 # data files a module reads: the module -> the folder a stage using it must depend on
-DATA_OF = {"tvts.config": "tvts/profiles"}
+DATA_OF = {"tvts.config.loader": "tvts/profiles"}
 
 
 def code_deps(stage: dict) -> list[str]:

@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tvts.config import resolve
 from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
 from tvts.stages import pack as pack_stage
@@ -26,14 +25,14 @@ from tvts.train.sampler import ResumableSampler
 from tvts.train.schedule import lr_at
 from tvts.video.decoders import open_video  # noqa: F401  (decoders import cleanly)
 
-from .conftest import free_port, stage_record
+from .conftest import free_port, micro, stage_record
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The micro demo corpus with its script's words as the words table (no ASR needed)."""
     root = tmp_path_factory.mktemp("train")
-    params = resolve({"profile": "micro"})
+    params = micro()
     corpus_stage.run(params, root / "corpus", root / "corpus.json")
     videos = read_table(root / "corpus" / "videos.parquet", "videos")
     rows = []
@@ -53,7 +52,7 @@ def corpus(tmp_path_factory):
 def _params(**pretrain):
     # constant lr 1e-4: the weight comparison's tolerance is a fraction of it; fp32: the
     # comparisons' tolerances are fp32 rounding (auto is bf16 on a CPU with bf16 units)
-    return resolve({"profile": "micro", "model": {"text": {"dropout": False}},
+    return micro({"model": {"text": {"dropout": False}},
                     "pretrain": {"loader_workers": 0, "epochs": 2, "lr": 1e-4,
                                  "precision": "fp32",
                                  "schedule": "step", "lr_milestones": [],
@@ -74,10 +73,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 RANDOM_TRAINING = {"text": {"freeze": False, "dropout": True}, "video": {"drop_path": 0.2}}
 
 
+@pytest.mark.slow
 def test_resume_is_exact(corpus):
     # stop mid-epoch 2 (step 7 of 4 per epoch), resume, and go to step 9, through an epoch
     # end with its validation; dropout and drop path draw from the restored random state
-    params = resolve({"profile": "micro", "model": RANDOM_TRAINING,
+    params = micro({"model": RANDOM_TRAINING,
                       "pretrain": {"loader_workers": 1, "epochs": 3}})
     _pretrain(corpus, "straight", params, max_steps=9)
     _pretrain(corpus, "resumed", params, max_steps=7)
@@ -96,7 +96,7 @@ def _ddp_resume_worker(rank: int, world: int, ports: list[int], root: str) -> No
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     root_ = Path(root)
-    params = resolve({"profile": "micro", "model": RANDOM_TRAINING,
+    params = micro({"model": RANDOM_TRAINING,
                       "pretrain": {"loader_workers": 0, "epochs": 2}})
     runs = (("ddp_straight", 4), ("ddp_resumed", 1), ("ddp_resumed", 4))
     for (out, steps), port in zip(runs, ports, strict=True):
@@ -110,6 +110,7 @@ def _ddp_resume_worker(rank: int, world: int, ports: list[int], root: str) -> No
         torch.save(torch.get_rng_state(), root_ / f"{out}.rng{rank}")
 
 
+@pytest.mark.slow
 def test_two_process_resume_is_exact_and_ranks_draw_their_own_dropout(corpus):
     ports = [free_port() for _ in range(3)]
     mp.spawn(_ddp_resume_worker, args=(2, ports, str(corpus)), nprocs=2, join=True)
@@ -183,11 +184,12 @@ def _curves(live: Path) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+@pytest.mark.slow
 def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus):
     # 3 epochs of n steps. The interrupted run logs step n + 2 (and epoch 1's validation),
     # then dies before its checkpoint: the bookkeeping is cut back to epoch 1's checkpoint
     # validation masked as training is (a param; unmasked by default), the same after resume
-    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0, "epochs": 3,
+    params = micro({"pretrain": {"loader_workers": 0, "epochs": 3,
                                                        "keep_checkpoints": 2,
                                                        "val_mask_ratio": 0.5}})
 
@@ -241,6 +243,7 @@ def _logged(live: Path, name: str) -> list[float]:
     return [float(r.split("\t")[-1]) for r in rows]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(corpus):
     torch.set_num_threads(1)
     pretrain_stage.run(_params(), corpus / "videos.parquet", corpus / "words.parquet",
@@ -275,7 +278,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(corpus, tmp_path):
     cut.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(UserError, match="corrupt or truncated"):
         load_checkpoint(cut)
-    other = resolve({"profile": "micro", "model": {"video": {"depth": 3}}})
+    other = micro({"model": {"video": {"depth": 3}}})
     with pytest.raises(UserError, match=r"different model configuration.*model"):
         load_checkpoint(good, pretrain_stage.model_signature(other))
     # resuming into a different model fails the same way, before training anything
@@ -284,7 +287,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(corpus, tmp_path):
 
 
 def test_full_pretrain_then_post_pretrain(corpus):
-    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0}})
+    params = micro({"pretrain": {"loader_workers": 0}})
     summary = _pretrain(corpus, "run", params)
     assert "held-out sort accuracy" in summary and "(unmasked;" in summary
     out = corpus / "run"
@@ -358,7 +361,7 @@ class _OrderFromTokens:
 
 
 def test_sort_accuracy_with_another_clips_video():
-    from tvts.eval.sorting import other_video_hits, other_video_rows
+    from tvts.models.sort_controls import other_video_hits, other_video_rows
 
     assert other_video_rows(["a", "b", "b", "c"]).tolist() == [True, True, False, True]
     assert not other_video_rows(["a"]).any()  # a clip rolled onto itself
@@ -374,10 +377,10 @@ def test_sort_accuracy_with_another_clips_video():
 
 
 def test_other_video_hits_on_the_real_model():
-    from tvts.eval.sorting import other_video_hits
     from tvts.models.factory import build_tvts
+    from tvts.models.sort_controls import other_video_hits
 
-    params = resolve({"profile": "micro"})
+    params = micro()
     model = build_tvts(params).eval()
     d, k = params.data, params.data.num_transcripts
     b = 3
@@ -442,14 +445,15 @@ def _post_ddp_worker(rank: int, world: int, port: int, root: str, init: str) -> 
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     root_ = Path(root)
-    params = resolve({"profile": "micro", "post_pretrain": {"loader_workers": 0,
+    params = micro({"post_pretrain": {"loader_workers": 0,
                                                             "batch_size": 2}})
     post_stage.run(params, root_ / "cc3m", root_ / "webvid", Path(init), root_ / "post_ddp",
                    root_ / "post_ddp.json", None)
 
 
+@pytest.mark.slow
 def test_two_process_post_pretraining_survives_clips_that_do_not_decode(corpus, tmp_path):
-    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0}})
+    params = micro({"pretrain": {"loader_workers": 0}})
     _pretrain(corpus, "for_post", params, max_steps=1)
     demo = corpus / "corpus" / "demo" / "downstream"
     shutil.copytree(demo / "cc3m", tmp_path / "cc3m")
@@ -491,7 +495,7 @@ def test_checkpoints_are_chosen_on_validation_videos_and_never_see_the_test_ones
         return real(model, task, cfg, train_set, val_set, *args, **kwargs)
 
     monkeypatch.setattr(pretrain_stage, "Trainer", spy)
-    params = resolve({"profile": "micro", "pretrain": {"loader_workers": 0}})
+    params = micro({"pretrain": {"loader_workers": 0}})
     pretrain_stage.run(params, table, corpus / "words.parquet", tmp_path / "run",
                        tmp_path / "run.json", None, 1, pack_dir=corpus / "pack")
     assert seen["val"] == {ids[0]}  # best.pt is chosen on these alone

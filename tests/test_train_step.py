@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvts.config import resolve
 from tvts.train.optim import adamw
+
+from .conftest import micro
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,11 +38,12 @@ def test_adamw_kernels_take_the_same_step(impl):
 
 
 def test_the_trainer_uses_the_configured_kernel():
-    assert resolve({"profile": "micro"}).pretrain.optimizer == "fused"
-    assert resolve({"profile": "micro", "pretrain": {"optimizer": "foreach"}}
+    assert micro().pretrain.optimizer == "fused"
+    assert micro({"pretrain": {"optimizer": "foreach"}}
                    ).pretrain.optimizer == "foreach"
 
 
+@pytest.mark.slow
 def test_bench_runs_reference_ours_and_compiled_steps_of_the_same_model(tmp_path):
     out = tmp_path / "train_step.json"
     names = ("reference", "ours_fp32", "ours", "ours_compile")

@@ -11,12 +11,12 @@ from typing import Any
 
 import yaml
 
+from tvts import paths
 from tvts.config import ParamsError, load_params, process_count
 from tvts.errors import MissingInput, UserError
 from tvts.storage import sweep_leftovers
 
-STAGES = ("sources", "corpus", "asr", "validate", "downstream", "dedup", "pack", "pretrain",
-          "post_pretrain", "evaluate", "reports")
+STAGES = tuple(paths.STAGES)
 
 
 def _params_cmd(args: argparse.Namespace) -> int:
@@ -28,8 +28,6 @@ def _params_cmd(args: argparse.Namespace) -> int:
               "training process(es))")
     return 0
 
-
-SHARDED_STAGES = ("asr", "dedup", "pack", "evaluate")  # per-video work that splits by shard
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -44,26 +42,10 @@ def parse_part(text: str) -> tuple[int, int]:
     return i, n
 
 
-def stage_outputs(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[Path]]:
-    """Each dvc.yaml stage's outputs (outs, metrics, plots), relative to its folder; empty
-    when there is no readable dvc.yaml (a stage run outside the project)."""
-    try:
-        stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
-    except (OSError, yaml.YAMLError):
-        return {}
-    return {str(name): [Path(next(iter(out)) if isinstance(out, dict) else str(out))
-                        for kind in ("outs", "metrics", "plots")
-                        for out in stage.get(kind) or []]
-            for name, stage in stages.items()}
-
-
-def producer_of(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
-    """The dvc.yaml stage whose outputs hold `path`, if any."""
-    target = Path(os.path.relpath(Path(path).absolute(), Path(dvc_yaml).absolute().parent))
-    for name, outs in stage_outputs(dvc_yaml).items():
-        if any(target == out or out in target.parents for out in outs):
-            return name
-    return None
+def producer_of(path: str | Path) -> str | None:
+    """The stage whose outputs hold `path` (absolute, or relative to the working directory:
+    DVC runs a stage in the project root)."""
+    return paths.producer_of(os.path.relpath(Path(path).absolute(), Path.cwd()))
 
 
 def _missing_input_message(path: str, what: str) -> str:
@@ -77,9 +59,9 @@ def _missing_input_message(path: str, what: str) -> str:
 def _stage_cmd(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     module = importlib.import_module(f"tvts.stages.{args.name}")
-    if args.shards is not None and args.name not in SHARDED_STAGES:
+    if args.shards is not None and args.name not in paths.SHARDED_STAGES:
         raise UserError(f"--shards: stage {args.name} has no per-shard mode; stages that "
-                        f"have: {', '.join(SHARDED_STAGES)}")
+                        f"have: {', '.join(paths.SHARDED_STAGES)}")
     kwargs: dict[str, Any] = {} if args.shards is None else {"shards": parse_part(args.shards)}
     if args.verify:
         if args.name != "pack":
@@ -87,7 +69,7 @@ def _stage_cmd(args: argparse.Namespace) -> int:
         kwargs["verify"] = True
     # temporary files of this stage's writes that a kill left (a part writing beside this
     # run keeps its own: their writers still run)
-    left = sweep_leftovers(stage_outputs().get(args.name, []))
+    left = sweep_leftovers(list(paths.STAGES[args.name].outputs))
     if left:
         print(f"{args.name}: removed {len(left)} temporary file(s) of killed writes "
               f"(e.g. {left[0]})", file=sys.stderr)

@@ -16,8 +16,9 @@ from typing import Any
 import polars as pl
 
 from tvts.asr.engines import SAMPLE_RATE, Engine, load_engine
-from tvts.asr.journal import ShardJournal, shard_of
+from tvts.asr.journal import ShardJournal
 from tvts.config import AsrConfig, S3Config
+from tvts.sharding import shard_of
 from tvts.storage import local_file
 from tvts.tables import frame
 from tvts.video.audio import read_audio_float

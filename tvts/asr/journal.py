@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import socket
@@ -20,22 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from tvts.errors import UserError
+from tvts.sharding import shard_of
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one writer per journal is up to the user
     fcntl = None  # type: ignore[assignment]
-
-
-def shard_of(video_id: str, num_shards: int) -> int:
-    h = hashlib.blake2b(video_id.encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") % num_shards
-
-
-def in_part(shard: int, part: tuple[int, int] | None) -> bool:
-    """Whether shard `shard` belongs to part i of n (`--shards i/n`: shards s with s % n == i);
-    every shard does when there is no part."""
-    return part is None or shard % part[1] == part[0]
 
 
 class ShardJournal:

@@ -11,7 +11,6 @@ redoes only the shards they land in. Items that cannot be decoded are recorded w
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,14 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from tvts.asr.journal import in_part, shard_of
 from tvts.config import S3Config
 from tvts.dedup.encoders import EncoderSpec, FrameEncoder, build_encoder
 from tvts.dedup.frames import centre_crop, clip_times, query_times, read_frames_at
 from tvts.dedup.views import ViewSet, index_views, prepare, query_views
 from tvts.parallel import process_map
 from tvts.provenance import code_digest
-from tvts.storage import atomic_path, local_file
+from tvts.sharding import (
+    in_part,
+    load_array_shard,
+    remove_stale_shards,
+    save_array_shard,
+    shard_of,
+    shard_path,
+)
+from tvts.storage import local_file
 from tvts.video.decoders import DecodeError
 
 
@@ -143,27 +149,21 @@ def encode_item(item: FeatureItem, job: ShardJob, encoder: FrameEncoder
                          job.indexed)
 
 
+FEATURE_ARRAYS = ("item", "time_s", "scale", "view", "vectors")
+
+
 def _save(path: str, fingerprint: str, feats: Features) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, fingerprint=np.array(fingerprint), keys=np.array(feats.keys, dtype=str),
-             item=feats.item, time_s=feats.time_s, scale=feats.scale, view=feats.view,
-             vectors=feats.vectors,
-             failed=np.array([f"{k}\t{r}" for k, r in feats.failed], dtype=str))
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    save_array_shard(path, fingerprint, feats.keys, feats.failed,
+                     {a: getattr(feats, a) for a in FEATURE_ARRAYS}, ids_key="keys")
 
 
 def load_shard(path: str | Path, fingerprint: str | None = None) -> Features | None:
     """The shard's features, or None when missing, unreadable or made with other settings."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if fingerprint is not None and str(z["fingerprint"]) != fingerprint:
-                return None
-            failed = [tuple(s.split("\t", 1)) for s in z["failed"].tolist()]
-            return Features(z["keys"].tolist(), z["item"], z["time_s"], z["scale"],
-                            z["view"], z["vectors"], failed)  # type: ignore[arg-type]
-    except (OSError, ValueError, KeyError):
+    shard = load_array_shard(path, FEATURE_ARRAYS, fingerprint, ids_key="keys")
+    if shard is None:
         return None
+    return Features(shard.ids, *(shard.arrays[a] for a in FEATURE_ARRAYS),
+                    failed=shard.failed)  # type: ignore[arg-type]
 
 
 def extract_shard(job: ShardJob) -> int:
@@ -219,7 +219,7 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
     jobs: list[ShardJob] = []
     loaded: dict[str, Features] = {}  # shards reused from an earlier run, read once
     for shard, shard_items in sorted(by_shard.items()):
-        path = out_dir / f"shard-{shard:05d}-of-{num_shards:05d}.npz"
+        path = shard_path(out_dir, shard, num_shards)
         fp = shard_fingerprint(shard_items, settings)
         if (feats := load_shard(path, fp)) is not None:
             loaded[str(path)] = feats
@@ -232,10 +232,9 @@ def extract(items: list[FeatureItem], out_dir: str | Path, sampling: Sampling,
     n_workers = 1 if encoder.kind != "dct" else workers
     process_map(extract_shard, jobs, n_workers, progress=tick)
     # only this run's shards: a changed shard count leaves old files that must not count
-    wanted = [str(out_dir / f"shard-{s:05d}-of-{num_shards:05d}.npz") for s in sorted(by_shard)]
-    for stale in out_dir.glob("shard-*.npz") if out_dir.exists() and part is None else []:
-        if str(stale) not in wanted:
-            stale.unlink()
+    wanted = [str(shard_path(out_dir, s, num_shards)) for s in sorted(by_shard)]
+    if part is None:
+        remove_stale_shards(out_dir, wanted)
     for job in jobs:
         feats = load_shard(job.path)
         if feats is None:

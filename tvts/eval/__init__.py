@@ -1,1 +1,3 @@
-"""Evaluation: retrieval metrics, sort accuracy (later: linear probe, fine-tuning)."""
+"""Evaluation: the protocols and encoders of the evaluate stage (`registry`, `runners`), frozen
+features and their cache, probes, retrieval, fine-tuning, SVO-Probes, transcript sorting and
+its controls, and the headline tables."""

@@ -15,9 +15,7 @@ from tvts.config import Params
 from tvts.errors import MissingInput, UserError
 from tvts.models.factory import build_tvts, model_signature
 from tvts.models.tvts_model import TVTSModel
-
-EXPORT_WEIGHTS = "tvts.safetensors"
-EXPORT_INFO = "tvts.json"
+from tvts.paths import EXPORT_INFO, EXPORT_WEIGHTS
 
 
 def load_exported(params: Params, directory: str | Path) -> TVTSModel:

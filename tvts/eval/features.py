@@ -17,7 +17,6 @@ average-pooled to at most `token_grid` a side (for the attentive probe), in floa
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tvts.asr.journal import in_part, shard_of
 from tvts.data.labelled import LabelledClips, LabelledItem
 from tvts.data.transforms import normalize
 from tvts.provenance import code_digest, model_modules
-from tvts.storage import atomic_path
+from tvts.sharding import (
+    in_part,
+    load_array_shard,
+    remove_stale_shards,
+    save_array_shard,
+    shard_of,
+    shard_path,
+)
 
 ARRAYS = ("cls", "mean", "vec", "tokens")
 
@@ -140,25 +145,17 @@ def shard_fingerprint(encoder: FrozenEncoder, spec: ViewSpec, items: Sequence[Cl
 
 
 def _save(path: Path, fingerprint: str, feats: ClipFeatures) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, fingerprint=np.array(fingerprint), ids=np.array(feats.ids, dtype=str),
-             failed=np.array([f"{k}\t{r}" for k, r in feats.failed], dtype=str),
-             **{a: getattr(feats, a) for a in ARRAYS})
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    save_array_shard(path, fingerprint, feats.ids, feats.failed,
+                     {a: getattr(feats, a) for a in ARRAYS})
 
 
 def load_shard(path: Path, fingerprint: str | None = None) -> ClipFeatures | None:
     """The shard, or None when missing, unreadable or made with other weights or settings."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if fingerprint is not None and str(z["fingerprint"]) != fingerprint:
-                return None
-            failed = [tuple(s.split("\t", 1)) for s in z["failed"].tolist()]
-            return ClipFeatures(z["ids"].tolist(), *(z[a] for a in ARRAYS),
-                                failed=failed)  # type: ignore[arg-type]
-    except (OSError, ValueError, KeyError):
+    shard = load_array_shard(path, ARRAYS, fingerprint)
+    if shard is None:
         return None
+    return ClipFeatures(shard.ids, *(shard.arrays[a] for a in ARRAYS),
+                        failed=shard.failed)  # type: ignore[arg-type]
 
 
 def _empty() -> dict[str, list[Any]]:
@@ -200,7 +197,7 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
             by_shard.setdefault(shard, []).append(it)
 
     def path(enc: FrozenEncoder, shard: int) -> Path:
-        return out_dir / enc.name / f"shard-{shard:05d}-of-{num_shards:05d}.npz"
+        return shard_path(out_dir / enc.name, shard, num_shards)
 
     loaded: dict[tuple[str, int], ClipFeatures] = {}
     todo: dict[int, list[FrozenEncoder]] = {}
@@ -257,12 +254,8 @@ def extract(items: Sequence[ClipItem], encoders: Sequence[FrozenEncoder], spec: 
                     loaded[(enc.name, shard)] = feats
         tick(len(batch))
     # only this run's shards: a changed shard count leaves old files that must not count
-    for enc in encoders:
-        folder = out_dir / enc.name
-        wanted = {path(enc, s) for s in by_shard}
-        for stale in folder.glob("shard-*.npz") if folder.exists() and part is None else []:
-            if stale not in wanted:
-                stale.unlink()
+    for enc in encoders if part is None else ():
+        remove_stale_shards(out_dir / enc.name, [path(enc, s) for s in by_shard])
     features = {e.name: ClipFeatures.concat([loaded[(e.name, s)] for s in sorted(by_shard)])
                 if by_shard else _stack(_empty(), spec.views) for e in encoders}
     return ExtractResult(features, len(by_shard) * len(encoders),

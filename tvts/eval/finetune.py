@@ -32,8 +32,8 @@ from tvts.data.augment import ClipMixup, ClipRandAugment
 from tvts.data.labelled import LabelledClips, LabelledItem
 from tvts.data.transforms import batch_to, normalize
 from tvts.eval.features import ViewSpec
-from tvts.eval.metrics import topk_accuracy
 from tvts.eval.runs import claim_run_dir, run_fingerprint
+from tvts.metrics import topk_accuracy
 from tvts.models.classifier import VideoClassifier, with_drop_path
 from tvts.models.video_vit import VideoViT
 from tvts.provenance import code_digest, model_modules
@@ -71,7 +71,8 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 class ClassifyTask:
     """Cross-entropy on mixed clips and soft targets (or label-smoothed hard ones)."""
 
-    uses_every_parameter = True  # DDP needs no search for unused parameters
+    def leaves_parameters_unused(self, model: nn.Module) -> bool:
+        return False  # every weight of the encoder and the head is in the loss
 
     def __init__(self, mixup: ClipMixup | None, label_smoothing: float):
         self.mixup, self.label_smoothing = mixup, label_smoothing

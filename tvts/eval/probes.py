@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvts.eval.metrics import topk_accuracy
+from tvts.metrics import topk_accuracy
 
 
 @dataclass(frozen=True)

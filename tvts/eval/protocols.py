@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from tvts.errors import UserError
 from tvts.eval.features import ClipFeatures
-from tvts.eval.metrics import label_retrieval, retrieval_metrics
 from tvts.eval.probes import ProbeResult, ProbeSettings, attentive_probe, linear_probe
+from tvts.metrics import label_retrieval, retrieval_metrics
 
 HASH_TEST_SHARE = 0.2
 

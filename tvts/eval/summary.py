@@ -5,20 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# the figure each protocol is known by
-MAIN_FIGURE = {"linear": "top1", "attentive": "top1", "v2v": "R@1", "t2v": "R@1",
-               "finetune": "top1", "t2v_finetune": "R@1", "svo": "verb_pair_acc",
-               "sort": "acc_video", "text_only_sorter": "acc"}
-# protocols whose headline carries the gain over the random-weights floor: the frozen probes
-# (the details keep every encoder's figure for the others; `dvc metrics show` stays ~25 wide)
-GAIN_PROTOCOLS = ("linear", "attentive")
-# encoders whose figures are a reference, not a result: kept out of the headline metrics
-FLOOR_ENCODERS = ("random", "init")
-# the encoder the paper reports each protocol of: classification and sorting from the
-# pretrained model, retrieval after post-pretraining (the headline keeps that one when it
-# was evaluated, so `dvc metrics show` stays one screen wide; the details keep them all)
-HEADLINE_ENCODER = {"t2v": "post_pretrain", "t2v_finetune": "post_pretrain",
-                    "svo": "post_pretrain"}
+from tvts.eval.registry import PROTOCOLS, floor_encoders
+
+
+def _figure(protocol: str) -> str | None:
+    """The figure a protocol is known by (tvts.eval.registry)."""
+    spec = PROTOCOLS.get(protocol)
+    return spec.main_figure if spec is not None else None
 
 
 def _protocols(metrics: dict[str, Any]):
@@ -34,7 +27,7 @@ def headline(metrics: dict[str, Any]) -> str:
     """One line: the first metric of each protocol, per encoder."""
     parts = []
     for set_name, protocol, by_encoder in _protocols(metrics):
-        key = MAIN_FIGURE.get(protocol, "")
+        key = _figure(protocol) or ""
         values = ", ".join(f"{e} {m.get(key) if m.get(key) is not None else float('nan'):.3g}"
                            for e, m in by_encoder.items())
         parts.append(f"{set_name} {protocol} {key}: {values}")
@@ -43,7 +36,8 @@ def headline(metrics: dict[str, Any]) -> str:
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """What `dvc metrics show` lists of the stage: each protocol's main figure for the encoder
-    the paper reports it of (HEADLINE_ENCODER; else every trained encoder), as set ->
+    the paper reports it of (its registry entry's headline_encoder; else every trained
+    encoder), as set ->
     `<protocol>_<figure>` -> encoder (`ssv2.linear_top1.pretrain`), with its gain over the
     random-weights floor of the same run beside it where the protocol trains on features
     (`ssv2.linear_top1.gain_over_random`), and transcript sorting's text-only control beside
@@ -51,26 +45,29 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     text shortcut shows in `dvc metrics diff`. The rest (the other-video control included)
     stays in the details, so `dvc metrics show` stays about 25 columns wide."""
     out: dict[str, Any] = {}
+    floors = floor_encoders()
     for set_name, protocol, by_encoder in _protocols(metrics):
-        key = MAIN_FIGURE.get(protocol)
-        if key is None or protocol == "text_only_sorter":
+        spec = PROTOCOLS.get(protocol)
+        if spec is None or not spec.headline:
             continue
+        key = spec.main_figure
         values = {e: m[key] for e, m in by_encoder.items()
-                  if e not in FLOOR_ENCODERS and m.get(key) is not None}
-        preferred = HEADLINE_ENCODER.get(protocol, "pretrain")
-        if preferred in values:
-            values = {preferred: values[preferred]}
+                  if e not in floors and m.get(key) is not None}
+        if spec.headline_encoder in values:
+            values = {spec.headline_encoder: values[spec.headline_encoder]}
         if not values:
             continue
         floor = by_encoder.get("random", {}).get(key)
-        if protocol in GAIN_PROTOCOLS and floor is not None:
+        if spec.gain_over_random and floor is not None:
             one = len(values) == 1
             values |= {("" if one else f"{e}_") + "gain_over_random": round(v - floor, 5)
                        for e, v in list(values.items())}
-        if protocol == "sort":
-            control = metrics.get(set_name, {}).get("text_only_sorter", {})
+        if spec.control is not None:
+            control_protocol, label = spec.control
+            control = metrics.get(set_name, {}).get(control_protocol, {})
             if control:
-                values["text_only_control"] = next(iter(control.values())).get("acc")
+                values[label] = next(iter(control.values())).get(
+                    PROTOCOLS[control_protocol].main_figure)
         out.setdefault(set_name, {})[f"{protocol}_{key.replace('@', '')}"] = values
     return out
 

@@ -11,7 +11,6 @@ stays too small to be read, and the sorter learns the training videos' scripts i
 
 from __future__ import annotations
 
-import itertools
 import math
 from functools import partial
 
@@ -19,15 +18,11 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from tvts.losses import permutations
 from tvts.models.position import sincos_table
 
 MODELINGS = ("kway", "pairwise", "factorial")
 TIME_EMBEDDINGS = ("none", "sincos")
-
-
-def permutations(k: int) -> torch.Tensor:
-    """All K! orders, lexicographic: row i is the position of each transcript under class i."""
-    return torch.tensor(list(itertools.permutations(range(k))), dtype=torch.long)
 
 
 class SortTransformer(nn.Module):

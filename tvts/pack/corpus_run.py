@@ -13,11 +13,11 @@ from typing import Any
 
 import polars as pl
 
-from tvts.asr.journal import in_part, shard_of
 from tvts.config import PackConfig, S3Config
 from tvts.pack.shards import PackSettings, ShardJob, VideoToPack, verify_shard, write_shard
 from tvts.parallel import process_map
 from tvts.provenance import code_digest
+from tvts.sharding import in_part, shard_of
 from tvts.storage import file_stamp
 from tvts.tables import frame
 from tvts.video.packed import corrupt_marker

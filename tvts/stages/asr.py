@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tvts import paths
 from tvts.asr.corpus_run import tasks_for, to_tables, transcribe_corpus
-from tvts.asr.journal import in_part, shard_of
 from tvts.config import Params
+from tvts.sharding import in_part, shard_of
 from tvts.stages.common import progress_bar, record_params, write_metrics
 from tvts.tables import read_table, write_table
 
-CORPUS = Path("data/corpus")
-OUT_DIR = Path("data/asr")
-METRICS = Path("metrics/asr.json")
+CORPUS = paths.CORPUS
+OUT_DIR = paths.ASR
+METRICS = paths.metrics_of("asr")
 
 
 def run(params: Params, corpus_dir: Path = CORPUS, out_dir: Path = OUT_DIR,

@@ -10,6 +10,7 @@ import polars as pl
 import yaml
 from tqdm import tqdm
 
+from tvts import paths
 from tvts.config import Params
 from tvts.errors import UserError
 from tvts.storage import atomic_write_text
@@ -51,7 +52,7 @@ def progress_bar(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, leave=False)
 
 
-PACK_DIR = Path("data/pack")
+PACK_DIR = paths.PACK
 
 
 def packed_frames(params: Params, device_type: str, pack_dir: Path = PACK_DIR

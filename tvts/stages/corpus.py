@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tvts import paths
 from tvts.config import Params
 from tvts.corpus.build import inspect_all, tabulate
 from tvts.corpus.demo.generate import demo_item_count, generate_demo, with_script_groups
@@ -18,8 +19,8 @@ from tvts.stages.common import progress_bar, record_params, write_metrics
 from tvts.storage import atomic_write_text, display_path
 from tvts.tables import frame, write_table
 
-OUT_DIR = Path("data/corpus")
-METRICS = Path("metrics/corpus.json")
+OUT_DIR = paths.CORPUS
+METRICS = paths.metrics_of("corpus")
 IGNORED_SHOWN = 20  # names in the metrics; ignored_files.txt lists them all
 
 

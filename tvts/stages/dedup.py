@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from tvts import paths
 from tvts.config import Params
 from tvts.dedup.decisions import apply_decisions, read_decisions
 from tvts.dedup.encoders import EncoderSpec
@@ -28,12 +29,12 @@ from tvts.stages.common import progress_bar, record_params, write_metrics
 from tvts.storage import file_stamp
 from tvts.tables import LEAKS, frame, read_table, write_table
 
-VIDEOS = Path("data/asr/valid.parquet")
-DOWNSTREAM = Path("data/downstream")
-TRUTH = Path("data/corpus/leak_truth.parquet")
-OUT_DIR = Path("data/dedup")
-REPORT = Path("reports/leakage")
-METRICS = Path("metrics/dedup.json")
+VIDEOS = paths.VALID_VIDEOS
+DOWNSTREAM = paths.DOWNSTREAM
+TRUTH = paths.LEAK_TRUTH
+OUT_DIR = paths.DEDUP
+REPORT = paths.LEAKAGE_REPORT
+METRICS = paths.metrics_of("dedup")
 STAGE = "dedup"
 
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tvts import paths
 from tvts.config import Params
 from tvts.corpus.probe import ProbeError, probe_video
 from tvts.downstream.manifests import DEMO_ROOT, read_set
@@ -17,10 +18,10 @@ from tvts.parallel import process_map
 from tvts.stages.common import progress_bar, write_metrics
 from tvts.tables import frame, write_table
 
-OUT_DIR = Path("data/downstream")
-METRICS = Path("metrics/downstream.json")
+OUT_DIR = paths.DOWNSTREAM
+METRICS = paths.metrics_of("downstream")
 STAGE = "downstream"
-SVO_TABLE = "svo_probes"  # data/downstream/svo_probes.parquet (a reserved set name)
+SVO_TABLE = paths.SVO_TABLE
 
 
 def _probe(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

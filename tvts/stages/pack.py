@@ -9,15 +9,16 @@ import sys
 import time
 from pathlib import Path
 
+from tvts import paths
 from tvts.config import Params
 from tvts.pack.corpus_run import pack_corpus, plan, settings_for, to_tables
 from tvts.stages.common import progress_bar, record_params, write_metrics
 from tvts.tables import frame, read_table, write_table
 from tvts.video.decoders import available_backend
 
-VIDEOS = Path("data/dedup/videos.parquet")
-OUT_DIR = Path("data/pack")
-METRICS = Path("metrics/pack.json")
+VIDEOS = paths.PRETRAIN_VIDEOS
+OUT_DIR = paths.PACK
+METRICS = paths.metrics_of("pack")
 
 
 def run(params: Params, videos_path: Path = VIDEOS, out_dir: Path = OUT_DIR,

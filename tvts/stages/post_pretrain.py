@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tvts import paths
 from tvts.config import Params
 from tvts.data.captioned import AlternatingGroups, CaptionedDataset, read_cc3m, read_webvid
 from tvts.data.tvts_dataset import TVTSCollate
@@ -20,11 +21,11 @@ from tvts.train.export import export_model
 from tvts.train.loop import Trainer
 from tvts.train.tasks import ContrastiveTask
 
-PRETRAINED = Path("models/pretrain/checkpoints") / BEST
-OUT_DIR = Path("models/post_pretrain")
-METRICS = Path("metrics/post_pretrain.json")
-LIVE = Path("dvclive/post_pretrain")
-REPORT = Path("reports/post_pretrain")
+PRETRAINED = paths.PRETRAIN_MODEL / paths.CHECKPOINTS / BEST
+OUT_DIR = paths.POST_PRETRAIN_MODEL
+METRICS = paths.metrics_of("post_pretrain")
+LIVE = paths.live_dir("post_pretrain")
+REPORT = paths.report_dir("post_pretrain")
 
 
 def run(params: Params, images_root: Path | None = None, clips_root: Path | None = None,

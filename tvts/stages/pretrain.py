@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+from tvts import paths
 from tvts.config import Params
 from tvts.data.tvts_dataset import (
     SampleSpec,
@@ -34,12 +35,12 @@ from tvts.train.export import export_model
 from tvts.train.loop import Trainer
 from tvts.train.tasks import PretrainTask
 
-VIDEOS = Path("data/dedup/videos.parquet")  # validated, leaks removed
-WORDS = Path("data/asr/words.parquet")
-OUT_DIR = Path("models/pretrain")
-METRICS = Path("metrics/pretrain.json")
-LIVE = Path("dvclive/pretrain")
-REPORT = Path("reports/pretrain")
+VIDEOS = paths.PRETRAIN_VIDEOS
+WORDS = paths.WORDS
+OUT_DIR = paths.PRETRAIN_MODEL
+METRICS = paths.metrics_of("pretrain")
+LIVE = paths.live_dir("pretrain")
+REPORT = paths.report_dir("pretrain")
 
 
 def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,

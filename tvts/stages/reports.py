@@ -6,32 +6,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tvts import paths
 from tvts.config import Params
 from tvts.reports.index import Report, StageSection, write_index
 from tvts.stages.common import details_path
 
-INDEX = Path("reports/index.html")
+INDEX = paths.REPORTS_INDEX
 
-# stage -> (metrics file, its reports); paths relative to the workspace
-STAGES: dict[str, tuple[str, list[Report]]] = {
-    "corpus": ("metrics/corpus.json", []),
-    "asr": ("metrics/asr.json", []),
-    "validate": ("metrics/validate.json", [
+# stage -> its reports (its metrics: paths.metrics_of); paths relative to the workspace
+STAGE_REPORTS: dict[str, list[Report]] = {
+    "corpus": [],
+    "asr": [],
+    "validate": [
         Report("ASR validation: great-expectations Data Docs (per expectation, the failing "
-               "videos)", Path("reports/asr_validation/index.html"))]),
-    "downstream": ("metrics/downstream.json", []),
-    "dedup": ("metrics/dedup.json", [
+               "videos)", paths.VALIDATION_REPORT / "index.html")],
+    "downstream": [],
+    "dedup": [
         Report("leakage review: every flagged pair, its matching frames side by side",
-               Path("reports/leakage/index.html"))]),
-    "pack": ("metrics/pack.json", []),
-    "pretrain": ("metrics/pretrain.json", [
-        Report("pretraining curves", Path("reports/pretrain/curves.png"), image=True)]),
-    "post_pretrain": ("metrics/post_pretrain.json", [
-        Report("post-pretraining curves", Path("reports/post_pretrain/curves.png"),
-               image=True)]),
-    "evaluate": ("metrics/eval.json", [
+               paths.LEAKAGE_REPORT / "index.html")],
+    "pack": [],
+    "pretrain": [
+        Report("pretraining curves", paths.report_dir("pretrain") / "curves.png", image=True)],
+    "post_pretrain": [
+        Report("post-pretraining curves", paths.report_dir("post_pretrain") / "curves.png",
+               image=True)],
+    "evaluate": [
         Report("evaluation summary: every set, protocol, metric and encoder (Markdown)",
-               Path("reports/eval/summary.md"))]),
+               paths.EVAL_SUMMARY)],
 }
 PLOTS_PAGE = Path("dvc_plots/index.html")  # what `dvc plots show` writes
 
@@ -44,13 +45,13 @@ def _figure_label(stem: str) -> str:
 
 def sections(root: Path) -> list[StageSection]:
     out = []
-    for stage, (metrics_rel, reports) in STAGES.items():
-        metrics_path = root / metrics_rel
+    for stage, reports in STAGE_REPORTS.items():
+        metrics_path = root / paths.metrics_of(stage)
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         found = [Report(r.label, root / r.path, r.image) for r in reports]
         if stage == "evaluate":
             found += [Report(_figure_label(png.stem), png, image=True)
-                      for png in sorted((root / "reports/eval/figures").glob("*.png"))]
+                      for png in sorted((root / paths.EVAL_FIGURES).glob("*.png"))]
         found.append(Report("every figure the stage recorded (JSON)",
                             details_path(metrics_path)))
         out.append(StageSection(stage, metrics, found))

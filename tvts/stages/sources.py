@@ -9,11 +9,12 @@ import json
 import time
 from pathlib import Path
 
+from tvts import paths
 from tvts.config import Params
 from tvts.corpus.listing import corpus_listing, downstream_listing
 from tvts.storage import atomic_write_text
 
-OUT_DIR = Path("data/sources")
+OUT_DIR = paths.SOURCES
 
 
 def _write(path: Path, listing: dict) -> None:

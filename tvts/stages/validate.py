@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tvts import paths
 from tvts.config import Params
 from tvts.errors import UserError
 from tvts.quality.asr_checks import run_checks
@@ -14,9 +15,9 @@ from tvts.reports.datadocs import make_offline
 from tvts.stages.common import write_metrics
 from tvts.tables import frame, read_table, write_table
 
-CORPUS, ASR = Path("data/corpus"), Path("data/asr")
-REPORT = Path("reports/asr_validation")
-METRICS = Path("metrics/validate.json")
+CORPUS, ASR = paths.CORPUS, paths.ASR
+REPORT = paths.VALIDATION_REPORT
+METRICS = paths.metrics_of("validate")
 STAGE = "validate"
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from tvts.errors import MissingInput, UserError
+from tvts.paths import BEST_CHECKPOINT
 from tvts.storage import atomic_path, atomic_write_text
 
-BEST, STATE = "best.pt", "checkpoints.json"
+BEST, STATE = BEST_CHECKPOINT, "checkpoints.json"
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from tvts.models.tvts_model import TVTSModel
+from tvts.paths import EXPORT_INFO, EXPORT_WEIGHTS
 from tvts.storage import atomic_dir, atomic_path, atomic_write_text
 
 
@@ -26,6 +27,6 @@ def export_model(model: TVTSModel, out_dir: str | Path, info: dict[str, Any]) ->
         model.text.model.save_pretrained(tmp)
         load_tokenizer(model.text.name).save_pretrained(tmp)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / "tvts.safetensors") as tmp:
+    with atomic_path(out / EXPORT_WEIGHTS) as tmp:
         save_file(state, str(tmp))
-    atomic_write_text(out / "tvts.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / EXPORT_INFO, json.dumps(info, indent=2, sort_keys=True) + "\n")

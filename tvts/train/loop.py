@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tvts.config import _TrainingConfig
+from tvts.config import TrainingConfig
 from tvts.data.transforms import batch_to
 from tvts.errors import UserError
 from tvts.train.checkpoint import (
@@ -63,6 +63,9 @@ class Task(Protocol):
                  ) -> dict[str, float]:
         ...
 
+    # optional: `leaves_parameters_unused(model) -> bool`, whether a step may leave some of
+    # the model's parameters without a gradient (DDP's find_unused_parameters); default yes
+
 
 @dataclass
 class FitResult:
@@ -74,7 +77,7 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, task: Task, cfg: _TrainingConfig, train_set: Dataset,
+    def __init__(self, model: nn.Module, task: Task, cfg: TrainingConfig, train_set: Dataset,
                  val_set: Dataset | None, collate: Callable, out_dir: str | Path, d: Dist,
                  seed: int, model_config: dict[str, Any], monitor: str, mode: str,
                  clips_per_item: int = 1, live_dir: str | Path | None = None,
@@ -132,11 +135,10 @@ class Trainer:
         return model
 
     def _may_leave_unused(self) -> bool:
-        if getattr(self.task, "uses_every_parameter", False):
-            return False
-        obj = getattr(self.model, "objective", None)
-        sorting = getattr(self.task, "sorting", True)  # contrastive-only tasks skip the sorter
-        return obj is None or not obj.contrastive or obj.sort_lambda == 0 or not sorting
+        """Whether a step may leave parameters without a gradient (DDP must then look for
+        them): the task knows what its loss uses; a task that does not say is assumed to."""
+        says = getattr(self.task, "leaves_parameters_unused", None)
+        return True if says is None else bool(says(self.model))
 
     def resume(self) -> bool:
         path = self.ckpt.latest

@@ -10,9 +10,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tvts.data.transforms import batch_to
-from tvts.eval.metrics import hit_rates
-from tvts.eval.sorting import other_video_hits
 from tvts.losses import group_ids
+from tvts.metrics import hit_rates
+from tvts.models.sort_controls import other_video_hits
 
 
 def _ddp_scale(out: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
@@ -50,6 +50,12 @@ class PretrainTask:
     """TVTS: contrastive + sort.lambda x transcript sorting."""
 
     sorting = True
+
+    def leaves_parameters_unused(self, model: nn.Module) -> bool:
+        """The sorter gets no gradient without the sort loss, the projections none without
+        the contrastive one."""
+        obj = getattr(getattr(model, "module", model), "objective", None)
+        return obj is None or not obj.contrastive or obj.sort_lambda == 0 or not self.sorting
 
     def loss(self, model: nn.Module, batch: dict[str, Any], world: int
              ) -> dict[str, torch.Tensor]:

@@ -1,1 +1,2 @@
-"""Reading media: audio tracks and (later) decoding backends for frames."""
+"""Reading media: decoding backends behind one interface (decord, PyAV), audio tracks, packed
+JPEG shards, and re-encoding for fast seeking."""

