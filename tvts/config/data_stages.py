@@ -30,7 +30,8 @@ class DemoDownstreamSizes(_Section):
 
 class DemoConfig(_Section):
     # Many short videos rather than a few long ones: the sorter learns to read the frames
-    # only from enough distinct videos (measured: 120 are memorised, 360 are not; README).
+    # only from enough distinct videos (measured: 120 are memorised, 360 are not;
+    # docs/stages/corpus.md).
     num_videos: PositiveInt = 360
     duration_s: Annotated[float, Field(ge=8.0, le=3600.0)] = 16.0
     width: Annotated[int, Field(ge=32, le=1920, multiple_of=2)] = 160
@@ -131,7 +132,7 @@ class CorpusConfig(_Section):
 
 # ---------------------------------------------------------------- later stages
 class AsrConfig(_Section):
-    # The demo's engine is the faster one (3.2x on the demo narration, README): the demo
+    # The demo's engine is the faster one (3.2x on the demo narration, docs/stages/asr.md): the demo
     # needs hundreds of videos for its sorting to turn to the video. The paper profile
     # uses whisper-timestamped, the more accurate.
     engine: Literal["whisper-timestamped", "faster-whisper"] = "faster-whisper"
@@ -261,9 +262,10 @@ class DedupConfig(_Section):
     model_cache_dir: str = ".cache/tvts/models"
     clip_batch_size: PositiveInt = 64  # frames per forward pass of a learned encoder
     device: str = "auto"  # a learned encoder's device: auto = cuda when available, else cpu
-    # Views (README, "Re-releases"): cut letterbox / pillarbox bars of each frame before
-    # describing it; index every downstream frame mirrored as well; a luma-only path (grey
-    # pretraining frames against luma views of the downstream frames) for greyscale copies.
+    # Views (docs/stages/downstream-dedup.md, "Re-releases"): cut letterbox / pillarbox bars
+    # of each frame before describing it; index every downstream frame mirrored as well; a
+    # luma-only path (grey pretraining frames against luma views of the downstream frames)
+    # for greyscale copies.
     crop_borders: bool = True
     index_flips: bool = True
     luma_path: bool = True
@@ -282,8 +284,8 @@ class DedupConfig(_Section):
     # with a logo or a caption bar burnt in near its edges still matches the source's crop of
     # the same scale.
     query_crops: list[Annotated[float, Field(gt=0.2, le=1.0)]] = [1.0]
-    # cosine similarity; 0.993 suits `dct` (README: the encoders bench and the planted demo
-    # leaks); a learned encoder needs its own (README)
+    # cosine similarity; 0.993 suits `dct` (docs/stages/downstream-dedup.md: the encoders
+    # bench and the planted demo leaks); a learned encoder needs its own (same page)
     threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.993
     # A video pair is flagged when at least this many of the video's frames match.
     min_matching_frames: PositiveInt = 2

@@ -61,7 +61,7 @@ class FinetuneConfig(TrainingConfig):
     epochs_per_format: dict[FinetuneFormat, PositiveInt] = {}
     batch_size: PositiveInt = 16
     # at batch 256: the rate used is lr x batch/256 (the paper: 1e-3 at 384; the demo's
-    # tiny encoder learns nothing at that rate in a few hundred steps: README)
+    # tiny encoder learns nothing at that rate in a few hundred steps: docs/stages/evaluate.md)
     lr: Annotated[float, Field(gt=0.0)] = 1e-2
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.05
     schedule: Literal["step", "cosine"] = "cosine"
@@ -73,7 +73,8 @@ class FinetuneConfig(TrainingConfig):
     head_init_scale: Annotated[float, Field(gt=0.0)] = 0.001
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     # Beta(alpha, alpha) of mixup and of CutMix; 0: off. The paper's (VideoMAE's) 0.8 and 1.0
-    # are in the paper profile; on the demo's 135 clips they keep the loss at chance (README)
+    # are in the paper profile; on the demo's 135 clips they keep the loss at chance
+    # (docs/stages/evaluate.md)
     mixup: Annotated[float, Field(ge=0.0)] = 0.0
     cutmix: Annotated[float, Field(ge=0.0)] = 0.0
     mixup_prob: Fraction = 1.0

@@ -27,8 +27,8 @@ class VideoEncoderConfig(_Section):
     # `sincos`: both position tables start as sinusoidal codes (amplitude 1; still learned),
     # the demo's default: from scratch, the tiny `normal` tables (trunc-normal 0.02, temporal
     # zeros) leave mean-pooled features blind to where and when (supervised on the demo's
-    # motion set: 31% with them, 85% with sincos; README). `normal`: the release's start; the
-    # paper profile's, whose spatial table comes from ImageMAE anyway.
+    # motion set: 31% with them, 85% with sincos; docs/stages/training.md). `normal`: the
+    # release's start; the paper profile's, whose spatial table comes from ImageMAE anyway.
     position_init: Literal["normal", "sincos"] = "sincos"
 
     @model_validator(mode="after")
@@ -64,7 +64,8 @@ class SortConfig(_Section):
     stop_gradient: bool = True
     blocks: PositiveInt = 2
     # `sincos`: a fixed code of each video token's temporal slice, added at the sorter's input
-    # (not in the release; the demo needs it to learn in minutes from scratch, see README).
+    # (not in the release; the demo needs it to learn in minutes from scratch, see
+    # docs/stages/training.md).
     time_embedding: Literal["none", "sincos"] = "sincos"
 
 

@@ -197,7 +197,7 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM,
     cfg = params.evaluate
     device = _device(cfg.device)
     nets = _models(params, models, device)
-    single = Dist(0, 1, 0, device)  # fine-tuning runs in this process (see README)
+    single = Dist(0, 1, 0, device)  # fine-tuning runs in this process (docs/scaling.md)
     tuned_sets: dict[str, dict[str, FinetuneResult]] = {}
     encoders = [FrozenEncoder(n, m.video, m.proj.video, weights_fingerprint(m.video, m.proj.video))
                 for n, m in nets.items()]

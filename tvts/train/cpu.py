@@ -5,7 +5,7 @@ On a CPU, the loader workers decode on the same cores the model computes on. PyT
 intra-op threads wait for each other at the end of every parallel region, so a thread the
 scheduler parks behind a decoding worker stalls the whole matrix product: on the 2-core demo
 machine, 2 threads beside 2 loader workers made pretraining 1.5x slower than 1 thread
-(README, "Training throughput").
+(bench/README.md, "Training throughput").
 """
 
 from __future__ import annotations
