@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import polars as pl
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 
 from tvts.errors import UserError
 from tvts.stages import corpus as corpus_stage
@@ -228,14 +230,20 @@ def test_resumed_run_logs_the_curves_and_summary_of_an_uninterrupted_one(corpus)
     assert stage_record(corpus / "whole.json") == details
 
 
-def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    root_ = Path(root)
-    pretrain_stage.run(_params(), root_ / "videos.parquet", root_ / "words.parquet",
-                       root_ / "ddp", root_ / "ddp.json", root_ / "ddp_live", 2,
-                       root_ / "ddp_report", root_ / "pack")
+def _launched(params, root: Path, out: str, tmp: Path, **kwargs):
+    """The pretrain stage in two gloo processes started by its own launch (launch.nproc_per_node
+    = 2), on the corpus under `root`."""
+    from tvts.train.launch import launch
+
+    two = params.model_copy(update={"launch": params.launch.model_copy(
+        update={"nproc_per_node": 2})})
+    params_file = tmp / f"{out}-params.yaml"
+    params_file.write_text(yaml.safe_dump(two.to_dict()))
+    return launch("pretrain", str(params_file), two.launch, {
+        "videos_path": root / "videos.parquet", "words_path": root / "words.parquet",
+        "out_dir": root / out, "metrics_path": root / f"{out}.json",
+        "live_dir": root / f"{out}_live", "report_dir": root / f"{out}_report",
+        "pack_dir": root / "pack", **kwargs})
 
 
 def _logged(live: Path, name: str) -> list[float]:
@@ -244,12 +252,17 @@ def _logged(live: Path, name: str) -> list[float]:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_single_process(corpus):
+def test_two_process_ddp_matches_single_process(corpus, tmp_path):
+    """The stage launched in two processes by itself (launch.nproc_per_node = 2: torch's
+    elastic launcher, gloo) trains as one process does on the same global batch."""
     torch.set_num_threads(1)
     pretrain_stage.run(_params(), corpus / "videos.parquet", corpus / "words.parquet",
                        corpus / "single", corpus / "single.json", corpus / "single_live", 2,
                        corpus / "single_report", corpus / "pack")
-    mp.spawn(_ddp_worker, args=(2, free_port(), str(corpus)), nprocs=2, join=True)
+    summary = _launched(_params(), corpus, "ddp", tmp_path, max_steps=2)
+    assert summary == "pretrain: stopped after 2 steps (resume continues)"  # rank 0's
+    # each process kept its own random state in the checkpoint: two of them ran
+    assert len(load_checkpoint(corpus / "ddp/checkpoints/step-0000002.pt")["rng"]) == 2
     # the same loss and the same gradient (its norm, before the first update) on the same
     # global batch: the contrastive part would differ by the world size without its scaling
     for name in ("loss", "loss_contrastive", "loss_sort", "grad_norm"):
@@ -268,6 +281,75 @@ def test_two_process_ddp_matches_single_process(corpus):
             assert torch.allclose(x[w:2 * w], y[w:2 * w], atol=4 * lr + 1e-6), k
             x, y = torch.cat([x[:w], x[2 * w:]]), torch.cat([y[:w], y[2 * w:]])
         assert torch.allclose(x, y, atol=1e-4), k
+
+
+@pytest.mark.slow
+def test_a_launched_stage_fails_with_its_workers_message(corpus, tmp_path):
+    from tvts.train.launch import should_launch
+
+    params = _params()
+    assert not should_launch("pretrain", params.launch)  # auto: one process on a CPU
+    two = params.launch.model_copy(update={"nproc_per_node": 2})
+    assert should_launch("pretrain", two) and not should_launch("evaluate", two)
+    with pytest.raises(UserError, match=r"pretrain: a training process failed.*nowhere"):
+        _launched(params, corpus, "failing", tmp_path,
+                  videos_path=tmp_path / "nowhere.parquet")
+
+
+@pytest.mark.slow
+def test_a_submitted_stage_survives_preemption_and_reports_a_real_error(corpus, tmp_path):
+    """launch.scheduler submitit-local: the stage runs as a submitit job (the Slurm path's
+    requeue machinery, on this machine). Preempted once mid-run, the job is requeued and the
+    stage resumes from its checkpoint; a job that fails for an error fails the stage with it."""
+    from tvts.train.launch import launch, should_launch
+
+    params = _params(checkpoint_every_steps=1)
+    job_params = params.model_copy(update={"launch": params.launch.model_copy(update={
+        "scheduler": "submitit-local", "nproc_per_node": 1,
+        "slurm": params.launch.slurm.model_copy(update={"log_dir": str(tmp_path / "jobs"),
+                                                         "max_requeues": 2})})})
+    assert should_launch("pretrain", job_params.launch)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(job_params.to_dict()))
+    out = tmp_path / "submitted"
+    kwargs = {"videos_path": corpus / "videos.parquet", "words_path": corpus / "words.parquet",
+              "out_dir": out, "metrics_path": tmp_path / "submitted.json", "live_dir": None,
+              "report_dir": tmp_path / "report", "pack_dir": corpus / "pack"}
+    preempted = []
+
+    def preempt_after_a_checkpoint(job) -> None:
+        deadline = time.time() + 300
+        while not list((out / "checkpoints").glob("step-*.pt")):
+            assert time.time() < deadline and not job.done(), "no checkpoint was written"
+            time.sleep(0.2)
+        # what Slurm sends a job's tasks before preempting it (submitit's USR2), sent to the
+        # tasks the local executor's controller started
+        controller = job._process.pid
+        tasks = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+        for pid in tasks:
+            os.kill(int(pid), signal.SIGUSR2)
+        preempted.append(len(tasks))
+
+    from tvts.train.submit import submit
+
+    lines: list[str] = []
+    summary = submit("pretrain", str(params_file), job_params.launch, kwargs, lines.append,
+                     poll_s=0.5, on_submit=preempt_after_a_checkpoint)
+    assert preempted and "held-out sort accuracy" in summary
+    log = "\n".join(lines)
+    assert "submitted job" in log
+    logs = "".join(p.read_text() for p in (tmp_path / "jobs" / "pretrain").glob("*_log.*"))
+    assert "this job is preempted" in logs and "Requeued job" in logs
+    assert re.search(r"resumed from .*step-\d+\.pt \(step [1-9]", logs)  # not from scratch
+    # the requeued stage resumed: its final weights are those of an uninterrupted run
+    _pretrain(corpus, "uninterrupted", _params(checkpoint_every_steps=1))
+    a, b = _weights(out / "checkpoints" / BEST), _weights(corpus / "uninterrupted" /
+                                                          "checkpoints" / BEST)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a real error is not requeued: the stage fails with the job's message
+    with pytest.raises(UserError, match=r"pretrain: job .* failed: .*nowhere"):
+        launch("pretrain", str(params_file), job_params.launch,
+               {**kwargs, "videos_path": tmp_path / "nowhere.parquet", "out_dir": tmp_path / "y"})
 
 
 def test_corrupt_or_foreign_checkpoint_is_a_clear_error(corpus, tmp_path):

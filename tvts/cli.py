@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from tvts import paths
-from tvts.config import ParamsError, load_params, process_count
+from tvts.config import ParamsError, launched_world, load_params
 from tvts.errors import MissingInput, UserError
 from tvts.storage import sweep_leftovers
+from tvts.train.launch import launch, processes_per_node, should_launch
 
 STAGES = tuple(paths.STAGES)
 
@@ -24,8 +25,9 @@ def _params_cmd(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(yaml.safe_dump(params.to_dict(), sort_keys=False), end="")
     else:
-        print(f"{args.file}: ok (profile {params.profile}, {args.world_size or process_count()} "
-              "training process(es))")
+        world = (args.world_size or launched_world()
+                 or processes_per_node(params.launch) * params.launch.nnodes)
+        print(f"{args.file}: ok (profile {params.profile}, {world} training process(es))")
     return 0
 
 
@@ -74,6 +76,9 @@ def _stage_cmd(args: argparse.Namespace) -> int:
         print(f"{args.name}: removed {len(left)} temporary file(s) of killed writes "
               f"(e.g. {left[0]})", file=sys.stderr)
     try:
+        if should_launch(args.name, params.launch):  # several processes: each runs the stage
+            print(launch(args.name, args.params, params.launch, kwargs))
+            return 0
         print(module.run(params, **kwargs))
     except MissingInput as e:
         raise UserError(_missing_input_message(e.path, e.what)) from None
@@ -114,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("check", "show"))
     p.add_argument("--file", default="params.yaml")
     p.add_argument("--world-size", type=int, default=None, metavar="N",
-                   help="check the batch sizes for N training processes (default: WORLD_SIZE "
-                        "or 1)")
+                   help="check the batch sizes for N training processes (default: WORLD_SIZE, "
+                        "else what params' launch section asks for)")
     p.set_defaults(func=_params_cmd)
     s = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     s.add_argument("name", choices=STAGES)

@@ -86,17 +86,24 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 def process_count() -> int:
     """The training processes of this run: torchrun's WORLD_SIZE, else 1."""
+    return launched_world() or 1
+
+
+def launched_world() -> int | None:
+    """WORLD_SIZE of the launch this process belongs to (torchrun, the stages' own launch),
+    None outside one."""
     try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
+        return max(1, int(os.environ["WORLD_SIZE"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def resolve(raw: Mapping[str, Any], source: str = "params.yaml",
             world_size: int | None = None) -> Params:
     """Validate a params mapping: profile overlay first, then the mapping's own keys. The
-    batch rules use `world_size` processes (default: this run's, see `process_count`)."""
-    context = {"world_size": world_size or process_count()}
+    batch rules use `world_size` processes (default: this run's launch, see `launched_world`,
+    else the layout `launch` asks for)."""
+    context = {"world_size": world_size or launched_world()}
     profile = raw.get("profile", DEFAULT_PROFILE)
     profiles = available_profiles()
     if profile not in profiles:

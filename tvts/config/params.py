@@ -23,6 +23,7 @@ from tvts.config.data_stages import (
 from tvts.config.evaluation import EvaluateConfig
 from tvts.config.training import (
     ContrastiveConfig,
+    LaunchConfig,
     ModelConfig,
     PostPretrainConfig,
     PretrainConfig,
@@ -52,12 +53,16 @@ class Params(_Section):
     pretrain: PretrainConfig = PretrainConfig()
     post_pretrain: PostPretrainConfig = PostPretrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")
     def _cross_section_rules(self, info: ValidationInfo) -> Params:
         rules.tasks_name_sets(self)
         rules.shapes_fit(self)
-        rules.batches_split(self, int((info.context or {}).get("world_size", 1)))
+        # the processes the batches split over: the running launch's (WORLD_SIZE), a layout
+        # to check (`tvts params check --world-size`), else the one launch asks for
+        world = (info.context or {}).get("world_size") or self.launch.planned_world() or 1
+        rules.batches_split(self, int(world))
         return self
 
     def check_video_init(self) -> None:

@@ -69,6 +69,59 @@ class SortConfig(_Section):
     time_embedding: Literal["none", "sincos"] = "sincos"
 
 
+class SlurmConfig(_Section):
+    """The Slurm job a training stage submits (launch.scheduler: slurm), through submitit."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: PositiveInt = 24 * 60  # the job's time limit; at it, the job is requeued
+    gpus_per_node: Annotated[int, Field(ge=0)] | None = None  # null: launch.nproc_per_node
+    cpus_per_task: PositiveInt = 10
+    mem_gb: PositiveInt | None = None
+    # requeues after preemption or the time limit (each resumes from the last checkpoint);
+    # a job that fails for an error is not requeued
+    max_requeues: Annotated[int, Field(ge=0)] = 3
+    # where submitit keeps the job's pickles and logs: a folder every node sees
+    log_dir: str = ".cache/tvts/jobs"
+    # any other sbatch option submitit passes on (e.g. {constraint: h100, exclusive: true})
+    additional: dict[str, str | int | bool] = {}
+
+
+class LaunchConfig(_Section):
+    """How the training stages start their processes. `dvc repro pretrain` (and the Prefect
+    flow, which runs the same command) starts torch's elastic launcher itself when this asks
+    for more than one process; the outputs are the same however many ran them (DDP matches
+    one process: tests/test_train.py). Not a DVC param for that reason."""
+
+    # processes per node: `auto` = the visible GPUs (one process on a CPU); a number (on a
+    # CPU: that many gloo processes)
+    nproc_per_node: PositiveInt | Literal["auto"] = "auto"
+    nnodes: PositiveInt = 1
+    # several nodes: HOST:PORT of the c10d rendezvous (node 0's address), the same on every
+    # node, each of which runs the same command; one node: a free local port
+    rdzv_endpoint: str | None = None
+    # restarts of the whole group after a process failed (each resumes from the checkpoint)
+    max_restarts: Annotated[int, Field(ge=0)] = 0
+    # `local`: the processes start here (torch's elastic launcher); `slurm`: the stage submits
+    # a job (nnodes x nproc_per_node tasks) through submitit, streams its log, waits, and
+    # fails with the job's error; `submitit-local`: the same job on this machine (submitit's
+    # local executor: its requeue on timeout, without a cluster)
+    scheduler: Literal["local", "slurm", "submitit-local"] = "local"
+    slurm: SlurmConfig = SlurmConfig()
+
+    @model_validator(mode="after")
+    def _nodes_meet(self) -> LaunchConfig:
+        if self.nnodes > 1 and self.scheduler == "local" and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes = {self.nnodes} needs rdzv_endpoint: HOST:PORT of node 0 "
+                             "(e.g. node0.cluster:29500), the same on every node")
+        return self
+
+    def planned_world(self) -> int | None:
+        """Processes in all, where params alone say it (`auto` depends on the machine)."""
+        return None if self.nproc_per_node == "auto" else self.nproc_per_node * self.nnodes
+
+
 class ContrastiveConfig(_Section):
     enabled: bool = True
     temperature: Annotated[float, Field(gt=0.0)] = 0.05

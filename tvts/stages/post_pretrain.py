@@ -78,7 +78,8 @@ def run(params: Params, images_root: Path | None = None, clips_root: Path | None
                                       "init": str(init), "best": trainer.ckpt.best})
         record_params(params, out_dir)
         final = {k.replace("/", "_"): round(v, 5) for k, v in result.last_metrics.items()}
-        final |= {"steps": result.steps, "images": len(images), "clips": len(clips)}
+        final |= {"steps": result.steps, "images": len(images), "clips": len(clips),
+                  "processes": d.world}
         write_metrics(metrics_path, {
             "steps": result.steps,
             # val_r1_chance (100 / val_clips, a constant of the setup) stays in the details:

@@ -101,7 +101,7 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
                   "steps": result.steps, "train_videos": len(train_entries),
                   "val_videos": len(val_entries), "test_videos_held_back": len(splits.test),
                   "skipped_videos": len(reported),
-                  "val_mask_ratio": cfg.val_mask_ratio}
+                  "val_mask_ratio": cfg.val_mask_ratio, "processes": d.world}
         write_metrics(metrics_path, {
             "steps": result.steps,
             # the other-video control is evaluate's headline (on the test videos)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,6 +204,9 @@ class Trainer:
         resumed = self.resume()
         if not resumed:
             seed_rank(self.seed, self.d.rank)
+        elif self.d.main:  # a requeued job's log says where it went on from
+            print(f"resumed from {self.ckpt.latest} (step {self.step})", file=sys.stderr,
+                  flush=True)
         model = self._wrapped = self._wrap()
         live = None
         if self.d.main and self.live_dir is not None:
