@@ -6,9 +6,11 @@ run's states, durations, logs and artifacts, retries of transient failures, and 
 (`python -m flows serve`).
 
 A run with `overrides` (dotted params keys, as `dvc exp run -S` takes them) runs in a temporary
-git worktree of HEAD sharing the workspace's DVC cache, and is kept as a DVC experiment
-(`dvc exp save`), so it shows in `dvc exp show` while the working copy and params.yaml stay as
-they were. Bad overrides fail the run before any stage, with the params error the CLI gives.
+git worktree with the workspace's code (uncommitted changes included, as `dvc exp run`), its
+DVC cache, and its persisted outputs hard-linked (no data copied), and is kept as a DVC
+experiment (`dvc exp save`), so it shows in `dvc exp show` while the working copy and
+params.yaml stay as they were. Bad overrides fail the run before any stage, with the params
+error the CLI gives.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -194,12 +196,21 @@ def stage_is_stale(stage: str, workspace: Path) -> bool:
 
 
 @contextmanager
-def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
-    """A temporary git worktree of HEAD with `params` as params.yaml, the workspace's DVC cache
-    and dvc.lock (its cached outputs checked out as links), and the workspace's uncached
-    outputs (resumable shards, reports) copied in, so unchanged stages are skipped there
-    too."""
-    tmp = Path(tempfile.mkdtemp(prefix="tvts-exp-"))
+def experiment_workspace(root: Path, params: dict[str, Any],
+                         log: Callable[[str], Any] | None = None) -> Iterator[Path]:
+    """A temporary git worktree with the workspace's code (HEAD plus its uncommitted changes
+    and untracked files, as `dvc exp run` takes them) and `params` as params.yaml; the
+    workspace's DVC cache and dvc.lock (its cached outputs checked out as links); its persisted
+    uncached outputs (ASR journals, packed shards, feature caches, fine-tuning runs) as hard
+    links, the other uncached outputs (reports, metrics) copied. Unchanged stages are skipped
+    there, and no data is copied: the stages write those folders by rename, and an ASR
+    journal becomes the experiment's own copy before it is appended to."""
+    say = log or (lambda message: None)
+    # under .dvc/tmp (as DVC's own temporary experiments): on the workspace's file system, so
+    # its files can be hard-linked
+    base = root / ".dvc" / "tmp" / "tvts-exps"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="exp-", dir=base))
     work = tmp / "ws"
     done = _run(["git", "worktree", "add", "--detach", str(work), "HEAD"], root)
     if done.returncode:
@@ -207,11 +218,11 @@ def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
         raise UserInputError(f"cannot make a worktree of {root} for the experiment: "
                              f"{done.stderr.strip()} (is it a git repository with a commit?)")
     try:
+        changed = _carry_uncommitted_code(root, work)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         # the workspace's record of its outputs (HEAD's may be older, or absent): with it, DVC
-        # checks cached outputs out and keeps the copied uncached ones of every stage whose
-        # inputs the overrides leave alone. Without it, stages with uncached outputs (asr's
-        # journals, pack's shards) ran again, resumed from the copies.
+        # checks cached outputs out and keeps the linked uncached ones of every stage whose
+        # inputs the overrides leave alone.
         if (root / "dvc.lock").is_file():
             shutil.copy2(root / "dvc.lock", work / "dvc.lock")
         cache = _run([sys.executable, "-m", "dvc", "cache", "dir"], root).stdout.strip()
@@ -219,35 +230,86 @@ def experiment_workspace(root: Path, params: dict[str, Any]) -> Iterator[Path]:
               cache or str(root / ".dvc" / "cache")], work)
         # the cached outputs of the workspace's dvc.lock, linked from the shared cache (the
         # stages write by rename, so a hard link is never written through): DVC then skips
-        # every stage the overrides leave alone, those with uncached outputs (asr, pack) too,
-        # which its run cache cannot restore. An output missing from the cache is left out
-        # (its stage runs).
+        # every stage the overrides leave alone, which its run cache alone cannot restore for
+        # stages with uncached outputs (asr, pack). An output missing from the cache is left
+        # out (its stage runs).
         _run([sys.executable, "-m", "dvc", "config", "--local", "cache.type",
               "reflink,hardlink,copy"], work)
         _run([sys.executable, "-m", "dvc", "checkout", "--quiet"], work)
-        for rel in _uncached_outputs(root):
-            src, dst = root / rel, work / rel
-            if src.is_dir():
-                shutil.copytree(src, dst, dirs_exist_ok=True)
-            elif src.is_file():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
+        linked = copied = 0
+        for rel, persist in _uncached_outputs(root):
+            n_linked, n_copied = _place(root / rel, work / rel, link=persist)
+            linked, copied = linked + n_linked, copied + n_copied
+        say(f"experiment workspace {work}: the workspace's code ({changed} uncommitted or "
+            f"untracked file(s)), {linked} output file(s) linked, {copied} copied")
         yield work
     finally:
         _run(["git", "worktree", "remove", "--force", str(work)], root)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _uncached_outputs(root: Path) -> list[str]:
-    """Outputs, metrics and plots dvc.yaml declares with `cache: false`."""
+def _carry_uncommitted_code(root: Path, work: Path) -> int:
+    """The workspace's uncommitted changes to tracked files and its untracked (not ignored)
+    files, into the worktree of HEAD: the experiment runs the code the user has, as `dvc exp
+    run` does. Returns how many files differ from HEAD."""
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=root, capture_output=True)
+    if diff.stdout:
+        applied = subprocess.run(["git", "apply", "--binary", "-"], cwd=work,
+                                 input=diff.stdout, capture_output=True)
+        if applied.returncode:
+            raise UserInputError("cannot carry the workspace's uncommitted changes into the "
+                                 f"experiment: {applied.stderr.decode().strip()}")
+    names = subprocess.run(["git", "diff", "HEAD", "--name-only"], cwd=root,
+                           capture_output=True, text=True).stdout.split()
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"],
+                               cwd=root, capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, untracked):
+        if rel.startswith(".dvc/tmp/"):
+            continue
+        dst = work / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dst)
+    return len(names) + len([u for u in untracked if u and not u.startswith(".dvc/tmp/")])
+
+
+def _place(src: Path, dst: Path, link: bool) -> tuple[int, int]:
+    """`src` (a file or a folder) at `dst`: hard links where `link` (a copy where the file
+    system refuses one), copies otherwise. Lock files are copied, never linked: a run writes
+    its holder into its own (and they are part of the folder's hash, so they must be there).
+    Returns (linked, copied) file counts."""
+    if not src.exists():
+        return 0, 0
+    files = [src] if src.is_file() else [p for p in sorted(src.rglob("*")) if p.is_file()]
+    linked = copied = 0
+    for path in files:
+        target = dst if path == src else dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.unlink()
+        if link and path.suffix != ".lock":
+            try:
+                os.link(path, target)
+                linked += 1
+                continue
+            except OSError:
+                pass  # another file system, or one without hard links
+        shutil.copy2(path, target)
+        copied += 1
+    return linked, copied
+
+
+def _uncached_outputs(root: Path) -> list[tuple[str, bool]]:
+    """Outputs, metrics and plots dvc.yaml declares with `cache: false`, each with whether it
+    is persisted between runs (`persist: true`: resumable journals, shards, caches)."""
     out = []
     for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
                 if isinstance(entry, dict):
                     (path, opts), = entry.items()
-                    if not (opts or {}).get("cache", True) and "${" not in path:
-                        out.append(path)
+                    opts = opts or {}
+                    if not opts.get("cache", True) and "${" not in path:
+                        out.append((path, bool(opts.get("persist", False))))
     return out
 
 
@@ -355,11 +417,11 @@ def tvts(stages: list[str] | None = None, overrides: dict[str, Any] | None = Non
     if not overrides:
         run_all(root)
         return results
-    with experiment_workspace(root, params) as work:
+    with experiment_workspace(root, params, log.info) as work:
         run_all(work)
         name = experiment_name or "prefect-" + time.strftime("%Y%m%d-%H%M%S")
         # metrics and plots files are git's, not DVC's cache's: a new one must be named
-        untracked = [a for rel in _uncached_outputs(root) if (work / rel).exists()
+        untracked = [a for rel, _ in _uncached_outputs(root) if (work / rel).exists()
                      and rel.startswith(("metrics/", "dvclive/")) for a in ("-I", rel)]
         saved = _run([sys.executable, "-m", "dvc", "exp", "save", "--force", "-n", name,
                       *untracked], work)

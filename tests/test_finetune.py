@@ -5,7 +5,6 @@ reuse, and the SVO-Probes test (metrics and the release's file format)."""
 from __future__ import annotations
 
 import csv
-import os
 import random
 import shutil
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
@@ -36,7 +34,7 @@ from tvts.train.loop import Trainer
 from tvts.train.param_groups import layer_decay_groups
 from tvts.train.schedule import lr_at
 
-from .conftest import free_port, make_video
+from .conftest import make_video
 
 CPU = Dist(0, 1, 0, torch.device("cpu"))
 
@@ -365,34 +363,29 @@ _DDP_RECIPE = {"epochs": 2, "batch_size": 4, "loader_workers": 0, "warmup_epochs
                "precision": "fp32"}
 
 
-def _ddp_finetune(rank: int, world: int, port: int, clips: list, out: str) -> None:
-    from tvts.train.distributed import cleanup, setup
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    d = setup("cpu")
-    try:
-        spec = ViewSpec(4, 16, 18, "pyav", 1, 1)
-        data = ClassifyData(clips[:4], clips[4:], spec, ViewSpec(4, 16, 18, "pyav", 2, 3))
-        finetune_classification(_vit(depth=2), data, FinetuneConfig(**_DDP_RECIPE), 2,
-                                Path(out), d, 0, "w1")
-    finally:
-        cleanup()
-
-
 @pytest.mark.slow
 def test_two_process_fine_tuning_matches_one_process(labelled, tmp_path):
+    """Evaluate's fine-tuning in two processes of its own launch (launch.nproc_per_node = 2)
+    trains as one process does."""
     torch.set_num_threads(1)
     spec = ViewSpec(4, 16, 18, "pyav", 1, 1)
     data = ClassifyData(labelled[:4], labelled[4:], spec, ViewSpec(4, 16, 18, "pyav", 2, 3))
     one = finetune_classification(_vit(depth=2), data, FinetuneConfig(**_DDP_RECIPE), 2,
                                   tmp_path / "one", CPU, 0, "w1")
-    mp.spawn(_ddp_finetune, args=(2, free_port(), labelled, str(tmp_path / "two")), nprocs=2,
-             join=True)
+    # two gloo processes started by the launch the evaluate stage uses (launch.nproc_per_node)
+    from tvts.config import LaunchConfig
+    from tvts.train.launch import launch_function, launches_workers
+
+    two_processes = LaunchConfig(nproc_per_node=2)
+    assert launches_workers(two_processes) and not launches_workers(LaunchConfig())
+    launched = launch_function(finetune_classification, {
+        "video": _vit(depth=2), "data": data, "cfg": FinetuneConfig(**_DDP_RECIPE),
+        "epochs": 2, "out_dir": tmp_path / "two", "seed": 0, "weights": "w1"},
+        two_processes, "finetune")
     (fp,) = [p.stem for p in (tmp_path / "one" / "results").glob("*.npz")]
     two = FinetuneResult.load(tmp_path / "two" / "results" / f"{fp}.npz", fp)
     assert two is not None  # the same fingerprint: the process layout is not part of it
+    assert launched.metrics == two.metrics  # rank 0's result came back
     assert two.metrics["steps"] == one.metrics["steps"] == 2
     # each process trained on its half of every batch, DDP averaged the gradients: the same
     # updates as one process on the whole batch

@@ -196,6 +196,9 @@ def test_full_pipeline_runs_then_skips_then_an_override_is_an_experiment(served)
         assert f"stage {stage}: up to date" in logs, (
             stage, [ln for ln in logs.splitlines() if ln.startswith("stage ")])
     assert (root / "params.yaml").read_text() == before
+    # the persisted outputs (journals, shards, feature caches) were linked, not copied
+    placed = re.search(r"(\d+) output file\(s\) linked, (\d+) copied", logs)
+    assert placed and int(placed.group(1)) > int(placed.group(2)), logs
     shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=root,
                            env=env, capture_output=True, text=True, check=True).stdout
     runs = {e["name"]: e for commit in json.loads(shown)

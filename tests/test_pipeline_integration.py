@@ -186,3 +186,18 @@ def test_dvc_exp_run_with_a_params_override(repo):
     head = changed.splitlines()[0].split(",")
     shown = [c for c in head if c not in {"rev", "typ", "parent", "State", "Executor"}]
     assert "sort.lambda" in shown and len(shown) <= 20, shown
+
+
+def test_dvc_repro_launches_pretraining_in_two_processes_from_params(repo):
+    """launch.nproc_per_node = 2 on the CPU: `dvc repro` runs the stage's command, which
+    starts two gloo processes itself; the run is DVC's like any other (dvc.lock records it)."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["launch"] = {"nproc_per_node": 2}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _sh([sys.executable, "-m", "dvc", "repro", "-f", "--single-item", "pretrain"], repo)
+    assert stage_record(repo / "metrics/pretrain.json")["processes"] == 2
+    status = _sh([sys.executable, "-m", "dvc", "status", "pretrain", "--json"], repo)
+    assert "pretrain" not in json.loads(status or "{}")  # dvc.lock matches the launched run
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["pretrain"]
+    md5 = next(o["md5"] for o in lock["outs"] if o["path"] == "metrics/details/pretrain.json")
+    assert md5  # the details the two processes' rank 0 wrote, recorded

@@ -4,8 +4,8 @@ micro model (reference-style beside ours and torch.compile, the same first loss)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -45,14 +45,17 @@ def test_the_trainer_uses_the_configured_kernel():
 
 @pytest.mark.slow
 def test_bench_runs_reference_ours_and_compiled_steps_of_the_same_model(tmp_path):
-    out = tmp_path / "train_step.json"
+    """Through bench/gpu_suite.sh, which on a machine without a GPU runs this bench at micro
+    sizes on the CPU: the suite runs where CI runs, and names the device it ran on."""
     names = ("reference", "ours_fp32", "ours", "ours_compile")
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "train_step.py"),
-                           "--profiles", "micro", "--configs", *names, "--batches", "2", "4",
-                           "--steps", "2", "--device", "cpu", "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu_suite.sh"), str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900,
+                          env={**os.environ, "PARTS": "train_step"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert summary["device"] == "cpu" and summary["gpu"].startswith("none")
+    assert set(summary["parts"]) == {"train_step"} and summary["parts"]["train_step"]["exit"] == 0
+    result = json.loads((tmp_path / "gpu_suite" / "train_step.json").read_text())
     profile = result["profiles"]["micro"]
     runs = profile["runs"]
     assert set(runs) == set(names)

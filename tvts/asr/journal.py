@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -94,10 +95,16 @@ class ShardJournal:
         return records
 
     def _repair(self, path: Path) -> None:
-        """Cut a trailing partial line so the next record starts on a line of its own."""
+        """Cut a trailing partial line so the next record starts on a line of its own; a
+        journal hard-linked from another workspace (an experiment's, see flows/pipeline.py)
+        becomes this journal's own copy first, so appending never writes into the other."""
         if path in self._repaired or not path.exists():
             self._repaired.add(path)
             return
+        if path.stat().st_nlink > 1:
+            own = path.with_name(f".{path.name}.{os.getpid()}.own")
+            shutil.copy2(path, own)
+            os.replace(own, path)
         data = path.read_bytes()
         if data and not data.endswith(b"\n"):
             with open(path, "r+b") as f:

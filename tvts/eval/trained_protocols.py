@@ -22,6 +22,7 @@ from tvts.models.tvts_model import TVTSModel
 from tvts.storage import file_stamp
 from tvts.tables import read_table
 from tvts.train.distributed import Dist
+from tvts.train.launch import launch_function, launches_workers
 
 
 def rounded(d: dict[str, Any]) -> dict[str, Any]:
@@ -54,10 +55,16 @@ def finetune_set(params: Params, set_name: str, splits: SetSplits, test_spec: Vi
     _fills_a_batch(len(sets.train), cfg.batch_size, set_name, "finetune")
     out = {}
     for name, model in models.items():
+        call = {"video": model.video, "data": sets, "cfg": cfg, "epochs": epochs,
+                "out_dir": out_dir / name, "seed": params.seed,
+                "weights": weights_fingerprint(model.video),
+                "test_batch": params.evaluate.batch_size}
         try:
-            out[name] = finetune_classification(
-                model.video, sets, cfg, epochs, out_dir / name, d, params.seed,
-                weights_fingerprint(model.video), params.evaluate.batch_size)
+            if launches_workers(params.launch):  # launch.nproc_per_node processes, DDP
+                out[name] = launch_function(finetune_classification, call, params.launch,
+                                            f"evaluate.tasks.{set_name}: finetune ({name})")
+            else:
+                out[name] = finetune_classification(**call, d=d)
         except ValueError as e:
             raise UserError(f"evaluate.tasks.{set_name}: finetune: {e}") from None
     return out
@@ -92,8 +99,15 @@ def t2v_finetune_set(params: Params, set_name: str, splits: SetSplits, test_spec
              for i, u in splits.test.select("downstream_id", "uri").iter_rows()]
     out, failed = {}, {}
     for name, model in models.items():
-        tuned = finetune_retrieval(copy.deepcopy(model), clips, cfg, out_dir / name, d,
-                                   params.seed, weights_fingerprint(model))
+        call = {"model": copy.deepcopy(model), "data": clips, "cfg": cfg,
+                "out_dir": out_dir / name, "seed": params.seed,
+                "weights": weights_fingerprint(model)}
+        if launches_workers(params.launch):  # launch.nproc_per_node processes, DDP
+            tuned = launch_function(finetune_retrieval, call, params.launch,
+                                    f"evaluate.tasks.{set_name}: t2v_finetune ({name})")
+            tuned.model.to(d.device)
+        else:
+            tuned = finetune_retrieval(**call, d=d)
         enc = FrozenEncoder(f"{name}-t2v_finetune", tuned.model.video, tuned.model.proj.video,
                             weights_fingerprint(tuned.model.video, tuned.model.proj.video))
         feats = extract(items, [enc], test_spec, features_dir, ev.num_shards, ev.batch_size,

@@ -33,19 +33,28 @@ def tasks_per_node(cfg: LaunchConfig) -> int:
 
 
 class StageJob:
-    """What each task of the job runs: the stage's `run`, in the process group the job's
-    tasks form (submitit exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT). Requeued
-    as is on preemption or timeout (submitit calls `checkpoint`)."""
+    """What each task of the job runs: the stage's `run`. A training stage's tasks form a
+    process group (submitit exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); a
+    single-task stage (evaluate) runs once with the node's GPUs and launches its fine-tuning
+    processes there itself (launch.scheduler local inside the job). Requeued as is on
+    preemption or timeout (submitit calls `checkpoint`)."""
 
-    def __init__(self, stage: str, params_file: str, kwargs: dict[str, Any]):
+    def __init__(self, stage: str, params_file: str, kwargs: dict[str, Any],
+                 distributed: bool = True):
         self.stage, self.params_file, self.kwargs = stage, params_file, kwargs
+        self.distributed = distributed
 
     def __call__(self) -> Any:
         import submitit
 
-        submitit.helpers.TorchDistributedEnvironment().export(overwrite=True)
+        params = load_params(self.params_file)
+        if self.distributed:
+            submitit.helpers.TorchDistributedEnvironment().export(overwrite=True)
+        else:
+            params = params.model_copy(update={"launch": params.launch.model_copy(
+                update={"scheduler": "local", "nnodes": 1})})
         module = importlib.import_module(f"tvts.stages.{self.stage}")
-        return module.run(load_params(self.params_file), **self.kwargs)
+        return module.run(params, **self.kwargs)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
@@ -54,23 +63,34 @@ class StageJob:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+def single_task(stage: str) -> bool:
+    from tvts.train.launch import SINGLE_TASK_STAGES
+
+    return stage in SINGLE_TASK_STAGES
+
+
 def executor(cfg: LaunchConfig, stage: str, folder: Path) -> Any:
+    """submitit's executor for the stage's job: nnodes x tasks_per_node tasks with one GPU
+    each, or (a single-task stage) one task on one node with the GPUs of tasks_per_node."""
     import submitit
 
     n, s = tasks_per_node(cfg), cfg.slurm
+    gpus = s.gpus_per_node if s.gpus_per_node is not None else n  # one per process
+    nodes = 1 if single_task(stage) else cfg.nnodes
+    if single_task(stage):
+        n = 1
     if cfg.scheduler == "slurm":
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                    slurm_max_num_timeout=s.max_requeues)
-        gpus = s.gpus_per_node if s.gpus_per_node is not None else n  # one per task
         ex.update_parameters(
-            name=f"tvts-{stage}", nodes=cfg.nnodes, tasks_per_node=n, gpus_per_node=gpus,
+            name=f"tvts-{stage}", nodes=nodes, tasks_per_node=n, gpus_per_node=gpus,
             cpus_per_task=s.cpus_per_task,
             timeout_min=s.time_min, **({"mem_gb": s.mem_gb} if s.mem_gb else {}),
             **{f"slurm_{k}": v for k, v in (("partition", s.partition),
                                             ("account", s.account), ("qos", s.qos)) if v},
             **({"slurm_additional_parameters": dict(s.additional)} if s.additional else {}))
         return ex
-    if cfg.nnodes > 1:
+    if nodes > 1:
         raise UserError("launch.scheduler submitit-local runs on this machine: set "
                         "launch.nnodes to 1, or use slurm")
     ex = submitit.AutoExecutor(folder=folder, cluster="local",
@@ -95,10 +115,11 @@ def submit(stage: str, params_file: str, cfg: LaunchConfig,
     n = tasks_per_node(cfg)
     load_params(params_file, world_size=n * cfg.nnodes)  # the batch rules, before submitting
     folder = Path(cfg.slurm.log_dir) / stage
-    job = executor(cfg, stage, folder).submit(StageJob(stage, params_file, kwargs or {}))
+    job = executor(cfg, stage, folder).submit(
+        StageJob(stage, params_file, kwargs or {}, distributed=not single_task(stage)))
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-    echo(f"{stage}: submitted job {job.job_id} ({cfg.nnodes} node(s) x {n} task(s), "
-         f"{cfg.scheduler}); logs in {folder}")
+    layout = "1 task" if single_task(stage) else f"{cfg.nnodes} node(s) x {n} task(s)"
+    echo(f"{stage}: submitted job {job.job_id} ({layout}, {cfg.scheduler}); logs in {folder}")
     if on_submit is not None:
         on_submit(job)
     shown = 0
