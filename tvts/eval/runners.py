@@ -59,7 +59,7 @@ class ProtocolResult:
     tuned: dict[str, FinetuneResult] = field(default_factory=dict)  # per-class scores
 
 
-def _probe(kind: str, job: SetRun) -> ProtocolResult:
+def _probe(kind: str, job: SetRun, confusion: bool) -> ProtocolResult:
     cfg = job.params.evaluate
     section = getattr(cfg, kind)
     settings = ProbeSettings(section.epochs, section.batch_size, section.lr,
@@ -73,18 +73,17 @@ def _probe(kind: str, job: SetRun) -> ProtocolResult:
             res = classify(kind, train, job.splits.train, test, job.splits.test, settings,
                            cfg.linear.pooling, update)
         out.metrics[name] = rounded(res.metrics)
-        out.predictions[name] = (res.actual, res.predicted)
+        if confusion:
+            out.predictions[name] = (res.actual, res.predicted)
     return out
 
 
 def linear_probe(job: SetRun) -> ProtocolResult:
-    return _probe("linear", job)
+    return _probe("linear", job, confusion=True)
 
 
 def attentive_probe(job: SetRun) -> ProtocolResult:
-    result = _probe("attentive", job)
-    result.predictions = {}  # the confusion matrices are the linear probe's
-    return result
+    return _probe("attentive", job, confusion=False)  # the confusion matrices: the linear's
 
 
 def video_to_video(job: SetRun) -> ProtocolResult:

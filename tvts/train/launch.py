@@ -123,7 +123,7 @@ def _failure_message(error: Exception) -> str:
     if isinstance(message, dict):  # the error file's record
         message = message.get("message", message)
     text = str(message).strip() or f"exit code {failure.exitcode}"
-    return f"rank {rank}: {text.splitlines()[0] if text else text}"
+    return f"rank {rank}: {text.splitlines()[0]}"
 
 
 def launch(stage: str, params_file: str, cfg: LaunchConfig,
