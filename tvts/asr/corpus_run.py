@@ -13,9 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from tvts.asr.engines import SAMPLE_RATE, Engine, load_engine
+from tvts.asr import packing
+from tvts.asr.engines import (
+    SAMPLE_RATE,
+    Engine,
+    Transcript,
+    finish,
+    load_engine,
+    speech_segments,
+)
 from tvts.asr.journal import ShardJournal
 from tvts.config import AsrConfig, S3Config
 from tvts.sharding import shard_of
@@ -66,39 +75,119 @@ def import_subtitles(words: tuple[tuple[str, float], ...], duration_s: float,
     return rows
 
 
-def process(task: Task) -> dict[str, Any]:
+def _read(task: Task) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The video's record so far and its audio; no audio: the record is final (imported
+    words, skipped or failed)."""
     cfg: AsrConfig = _ctx["cfg"]
     rec: dict[str, Any] = {"video_id": task.video_id, "uri": task.uri,
                            "audio_s": task.duration_s,
                            "io_s": 0.0, "engine_s": 0.0}
     if task.subtitles is not None:
         words = import_subtitles(task.subtitles, task.duration_s, cfg.import_max_word_s)
-        return {**rec, "status": "done", "engine": "import", "words": words}
+        return {**rec, "status": "done", "engine": "import", "words": words}, None
     if not task.has_audio:
-        return {**rec, "status": "skipped", "reason": "no audio track: nothing to transcribe"}
+        return {**rec, "status": "skipped", "reason": "no audio track: nothing to transcribe"}, None
     t0 = time.perf_counter()
     try:
         audio = read_audio_float(local_file(task.uri, _ctx["s3"], _ctx["cache_dir"]),
                                  SAMPLE_RATE)
     except Exception as e:
-        return {**rec, "status": "failed", "reason": f"audio unreadable: {type(e).__name__}: {e}"}
-    t1 = time.perf_counter()
+        return {**rec, "status": "failed",
+                "reason": f"audio unreadable: {type(e).__name__}: {e}"}, None
+    rec["io_s"] = time.perf_counter() - t0
     if audio is None:
-        return {**rec, "status": "skipped", "reason": "no audio track: nothing to transcribe"}
+        return {**rec, "status": "skipped", "reason": "no audio track: nothing to transcribe"}, None
     if audio.size == 0:
-        return {**rec, "status": "failed", "reason": "audio track has no samples", "io_s": t1 - t0}
+        return {**rec, "status": "failed", "reason": "audio track has no samples"}, None
+    return {**rec, "audio_s": audio.size / SAMPLE_RATE}, audio
+
+
+def _finished(rec: dict[str, Any], tr: Transcript, engine_s: float, packed: int = 1
+              ) -> dict[str, Any]:
+    assert _engine is not None
+    return {**rec, "status": "done", "engine": _engine.name, "engine_s": engine_s,
+            "packed_with": packed - 1,
+            "dropped_outside_speech": tr.dropped_outside_speech, "repeats_cut": tr.repeats_cut,
+            "words": [[w.word, round(w.start_s, 3), round(w.end_s, 3), round(w.confidence, 4)]
+                      for w in tr.words]}
+
+
+def _alone(rec: dict[str, Any], audio: np.ndarray) -> dict[str, Any]:
+    t0 = time.perf_counter()
     try:
         assert _engine is not None
         tr = _engine.transcribe(audio)
     except Exception as e:
-        return {**rec, "status": "failed", "io_s": t1 - t0,
+        return {**rec, "status": "failed",
                 "reason": f"transcription failed: {type(e).__name__}: {e}"}
-    t2 = time.perf_counter()
-    return {**rec, "status": "done", "engine": _engine.name, "audio_s": audio.size / SAMPLE_RATE,
-            "io_s": t1 - t0, "engine_s": t2 - t1,
-            "dropped_outside_speech": tr.dropped_outside_speech, "repeats_cut": tr.repeats_cut,
-            "words": [[w.word, round(w.start_s, 3), round(w.end_s, 3), round(w.confidence, 4)]
-                      for w in tr.words]}
+    return _finished(rec, tr, time.perf_counter() - t0)
+
+
+def process(task: Task) -> dict[str, Any]:
+    rec, audio = _read(task)
+    return rec if audio is None else _alone(rec, audio)
+
+
+def process_group(group: list[Task], wanted: frozenset[str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The records of a packing group's videos (those in `wanted`; all when None): each
+    video's speech spans, windows of several videos' speech decoded once, a window that
+    fails decoded again video by video (its failures are then each video's own)."""
+    cfg: AsrConfig = _ctx["cfg"]
+    if len(group) == 1:
+        return [process(group[0])]
+    assert _engine is not None
+    records: dict[str, dict[str, Any]] = {}
+    heard: list[tuple[dict[str, Any], np.ndarray, list[tuple[float, float]]]] = []
+    for task in group:
+        rec, audio = _read(task)
+        if audio is None:
+            records[task.video_id] = rec
+            continue
+        t0 = time.perf_counter()
+        spans = speech_segments(audio, cfg)
+        rec["engine_s"] = time.perf_counter() - t0
+        if not spans:
+            records[task.video_id] = _finished(rec, Transcript([]), rec["engine_s"])
+            continue
+        heard.append((rec, audio, spans))
+    lengths = [packing.speech_length(spans, cfg.pack_gap_s) for _, _, spans in heard]
+    for members in packing.windows(lengths, cfg.pack_s):
+        if len(members) == 1:
+            rec, audio, _ = heard[members[0]]
+            records[rec["video_id"]] = _alone(rec, audio)
+            continue
+        audio, pieces = packing.pack([heard[m][1] for m in members],
+                                     [heard[m][2] for m in members], cfg.pack_gap_s)
+        t0 = time.perf_counter()
+        try:
+            raw = packing.unpack(_engine.words(audio, None), pieces, len(members))
+        except Exception:
+            for m in members:
+                rec, audio, _ = heard[m]
+                records[rec["video_id"]] = _alone(rec, audio)
+            continue
+        seconds = time.perf_counter() - t0
+        total = sum(lengths[m] for m in members)
+        for m, words in zip(members, raw, strict=True):
+            rec, _, spans = heard[m]
+            share = seconds * lengths[m] / total  # the window's time, by speech length
+            records[rec["video_id"]] = _finished(rec, finish(words, spans, cfg),
+                                                 rec["engine_s"] + share, len(members))
+    return [records[t.video_id] for t in group if wanted is None or t.video_id in wanted]
+
+
+def packing_groups(tasks: list[Task], cfg: AsrConfig) -> list[list[Task]]:
+    """Tasks in the groups packing decodes together: by shard, in video-id order,
+    `pack_videos` at a time; fixed by the ids alone, so a resumed run or a run over some of
+    the shards forms the same groups (and decodes the same windows)."""
+    if cfg.pack_videos <= 1 or cfg.vad == "off":
+        return [[t] for t in tasks]
+    by_shard: dict[int, list[Task]] = {}
+    for t in sorted(tasks, key=lambda t: t.video_id):
+        by_shard.setdefault(shard_of(t.video_id, cfg.num_shards), []).append(t)
+    n = cfg.pack_videos
+    return [ts[i:i + n] for _, ts in sorted(by_shard.items()) for i in range(0, len(ts), n)]
 
 
 # ---------------------------------------------------------------- the corpus (main process)
@@ -149,22 +238,30 @@ def _transcribe(tasks: list[Task], cfg: AsrConfig, s3: S3Config, cache_dir: str,
         done[rec["video_id"]] = rec
         tick(1)
 
+    todo_ids = {t.video_id for t in todo}
+    # a group is decoded whole (its windows do not depend on what an earlier run finished);
+    # only its videos still to do are recorded
+    groups = [(g, frozenset(t.video_id for t in g) & todo_ids)
+              for g in packing_groups(tasks, cfg)]
+    groups = [(g, ids) for g, ids in groups if ids]
     needs_engine = any(t.subtitles is None and t.has_audio for t in todo)
-    if cfg.workers <= 1 or len(todo) <= 1:
+    if cfg.workers <= 1 or len(groups) <= 1:
         if todo:
             if needs_engine:
                 _init_worker(cfg, s3, cache_dir)
             else:
                 _ctx.update(cfg=cfg, s3=s3, cache_dir=cache_dir)
-        for task in todo:
-            record(process(task))
+        for group, ids in groups:
+            for rec in process_group(group, ids):
+                record(rec)
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(cfg, s3, cache_dir)) as pool:
-            futures = [pool.submit(process, t) for t in todo]
+            futures = [pool.submit(process_group, g, ids) for g, ids in groups]
             for fut in as_completed(futures):
-                record(fut.result())
+                for rec in fut.result():
+                    record(rec)
     return RunResult({k: v for k, v in done.items() if k in wanted}, resumed, write_s,
                      len(retry))
 

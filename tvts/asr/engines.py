@@ -39,8 +39,29 @@ class Transcript:
 
 class Engine(Protocol):
     name: str
+    cfg: AsrConfig
+
+    def words(self, audio: np.ndarray, speech: list[tuple[float, float]] | None) -> list[Word]:
+        """The engine's words, unguarded; `speech` is the VAD's spans (for `vad: segment`)."""
+        ...
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
+
+
+class _Guarded:
+    """`transcribe` = VAD, the engine's words, then the shared guards (`finish`)."""
+
+    cfg: AsrConfig
+
+    def words(self, audio: np.ndarray, speech: list[tuple[float, float]] | None
+              ) -> list[Word]:
+        raise NotImplementedError
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        speech = None if self.cfg.vad == "off" else speech_segments(audio, self.cfg)
+        if speech is not None and not speech:
+            return Transcript([])
+        return finish(self.words(audio, speech), speech, self.cfg)
 
 
 def _device(cfg: AsrConfig) -> str:
@@ -117,7 +138,7 @@ def finish(raw: list[Word], speech: list[tuple[float, float]] | None, cfg: AsrCo
     return Transcript(words, dropped, cut)
 
 
-class FasterWhisperEngine:
+class FasterWhisperEngine(_Guarded):
     name = "faster-whisper"
 
     def __init__(self, cfg: AsrConfig):
@@ -133,15 +154,14 @@ class FasterWhisperEngine:
             raise UserError(f"asr.model = {cfg.model!r}: faster-whisper cannot load it ({e}). "
                             "Use a local CTranslate2 folder or 'bundled:tiny.en'.") from None
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def words(self, audio: np.ndarray, speech: list[tuple[float, float]] | None
+              ) -> list[Word]:
         cfg = self.cfg
-        speech = None if cfg.vad == "off" else speech_segments(audio, cfg)
-        if speech is not None and not speech:
-            return Transcript([])
         segments, _ = self.model.transcribe(
             audio, language=cfg.language, beam_size=cfg.beam_size,
             temperature=list(cfg.temperature), word_timestamps=True,
-            vad_filter=cfg.vad == "segment",
+            # speech None: audio made of speech alone (packed)
+            vad_filter=cfg.vad == "segment" and speech is not None,
             vad_parameters={"min_silence_duration_ms": cfg.vad_min_silence_ms,
                             "speech_pad_ms": 200},
             no_speech_threshold=cfg.no_speech_threshold,
@@ -149,9 +169,8 @@ class FasterWhisperEngine:
             log_prob_threshold=cfg.logprob_threshold,
             condition_on_previous_text=cfg.condition_on_previous_text,
             initial_prompt=cfg.initial_prompt)
-        raw = [Word(w.word, float(w.start), float(w.end), float(w.probability))
-               for seg in segments for w in (seg.words or [])]
-        return finish(raw, speech, cfg)
+        return [Word(w.word, float(w.start), float(w.end), float(w.probability))
+                for seg in segments for w in (seg.words or [])]
 
 
 def _alignment_heads(model, whisper_name: str | None, ct2_dir: str | None):  # type: ignore[no-untyped-def]
@@ -175,7 +194,7 @@ def _alignment_heads(model, whisper_name: str | None, ct2_dir: str | None):  # t
             model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
 
 
-class WhisperTimestampedEngine:
+class WhisperTimestampedEngine(_Guarded):
     name = "whisper-timestamped"
 
     def __init__(self, cfg: AsrConfig):
@@ -195,17 +214,15 @@ class WhisperTimestampedEngine:
         ct2_dir = cfg.model if not cfg.model.startswith("bundled:") else None
         _alignment_heads(self.model, whisper_name, ct2_dir)
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def words(self, audio: np.ndarray, speech: list[tuple[float, float]] | None
+              ) -> list[Word]:
         import whisper_timestamped
 
         cfg = self.cfg
-        speech = None if cfg.vad == "off" else speech_segments(audio, cfg)
-        if speech is not None and not speech:
-            return Transcript([])
         temperature = tuple(cfg.temperature) if len(cfg.temperature) > 1 else cfg.temperature[0]
         result = whisper_timestamped.transcribe(
             self.model, audio, language=cfg.language,
-            vad=speech if cfg.vad == "segment" else False,
+            vad=speech if cfg.vad == "segment" and speech is not None else False,
             beam_size=cfg.beam_size if cfg.beam_size > 1 else None,
             best_of=None, temperature=temperature,
             no_speech_threshold=cfg.no_speech_threshold,
@@ -214,9 +231,8 @@ class WhisperTimestampedEngine:
             condition_on_previous_text=cfg.condition_on_previous_text,
             initial_prompt=cfg.initial_prompt, remove_empty_words=True,
             fp16=_device(cfg) == "cuda", verbose=None)
-        raw = [Word(w["text"], float(w["start"]), float(w["end"]), float(w["confidence"]))
-               for seg in result["segments"] for w in seg.get("words", [])]
-        return finish(raw, speech, cfg)
+        return [Word(w["text"], float(w["start"]), float(w["end"]), float(w["confidence"]))
+                for seg in result["segments"] for w in seg.get("words", [])]
 
 
 ENGINES = {"faster-whisper": FasterWhisperEngine, "whisper-timestamped": WhisperTimestampedEngine}
