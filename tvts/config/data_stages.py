@@ -171,7 +171,7 @@ class AsrConfig(_Section):
     # Whisper decodes 30 s windows, so a short video's track is mostly padding. Packing: the
     # speech (VAD spans) of up to `pack_videos` videos of a shard, in video-id order, goes
     # through the engine as one window of at most `pack_s` seconds, `pack_gap_s` of silence
-    # between pieces, and each word goes back to its video (2.2x faster on the demo's 16 s
+    # between pieces, and each word goes back to its video (3.5x faster on the demo's 16 s
     # videos: docs/stages/asr.md). A group is fixed by the shard and the ids alone, so a
     # resumed or fanned-out run decodes the same windows. 1: each video alone (the release's
     # way; a video whose speech is longer than `pack_s` is always alone). Needs `vad`.
