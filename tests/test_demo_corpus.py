@@ -129,7 +129,7 @@ def test_scripts_come_in_several_orders_and_the_text_alone_cannot_sort_them(tmp_
 
     cfg = DemoConfig(num_videos=60, width=32, height=32, fps=2, leak_fraction=0.0,
                      downstream=DemoDownstreamSizes(ssv2_train=1, ssv2_val=1, msrvtt=1,
-                                                    webvid=1, cc3m=1))
+                                                    msrvtt_train=0, webvid=1, cc3m=1, svo=0))
     said = _said(_sidecars(generate_demo(cfg, 0, tmp_path)))
     k = cfg.orders_per_script
     assert len(said) == 60 and all(len(s) == 4 for s in said)
@@ -299,7 +299,7 @@ def _appearance_rule_accuracy(objects_per_video: int, tmp_path) -> float:
     cfg = DemoConfig(num_videos=12, width=48, height=36, fps=4, leak_fraction=0.0,
                      objects_per_video=objects_per_video,
                      downstream=DemoDownstreamSizes(ssv2_train=1, ssv2_val=1, msrvtt=1,
-                                                    webvid=1, cc3m=1, svo=0))
+                                                    msrvtt_train=0, webvid=1, cc3m=1, svo=0))
     out = generate_demo(cfg, 0, tmp_path / f"objects{objects_per_video}")
     hits = []
     for side in _sidecars(out):
@@ -370,7 +370,8 @@ def test_a_scripts_narration_names_its_object_or_says_it(tmp_path):
         cfg = DemoConfig(num_videos=18, width=32, height=32, fps=2, leak_fraction=0.0,
                          named_fraction=fraction,
                          downstream=DemoDownstreamSizes(ssv2_train=1, ssv2_val=1, msrvtt=1,
-                                                        webvid=1, cc3m=1, svo=0))
+                                                        msrvtt_train=0, webvid=1, cc3m=1,
+                                                        svo=0))
         return _said(_sidecars(generate_demo(cfg, 0, tmp_path / str(fraction))))
 
     assert all(s.startswith("the ") for v in said(1.0) for s in v)
