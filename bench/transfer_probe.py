@@ -55,7 +55,8 @@ def curve(live: Path, split: str, name: str, every: int = 1) -> list[float]:
     if not path.exists():
         return []
     rows = list(csv.DictReader(path.open(), delimiter="\t"))
-    return [round(float(r[name]), 3) for r in rows[::every]]
+    # one point per validation: the row at the end of each stretch of `every` rows
+    return [round(float(r[name]), 3) for r in rows[every - 1::every]]
 
 
 def run(name: str, overrides: list[str], params_file: str = "params.yaml") -> dict[str, Any]:
