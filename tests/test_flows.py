@@ -17,8 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from flows.pipeline import apply_overrides, checked_params, stage_error
 from tvts.config import ParamsError
+from tvts.experiments.workspace import apply_overrides, checked_params, stage_error
 
 from .conftest import REPO, free_port, scratch_project
 

@@ -25,6 +25,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("tvts.train",),
     ("tvts.eval",),
     ("tvts.stages",),
+    # experiments beside the workspace (override runs, ablation grids): they run the stages
+    ("tvts.experiments",),
     ("tvts.cli", "tvts.__main__", "flows"),
 ]
 

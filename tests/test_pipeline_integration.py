@@ -6,8 +6,11 @@ import json
 import os
 import re
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -157,6 +160,105 @@ def test_reports_work_offline(repo, tmp_path):
     plots = repo / "dvc_plots/index.html"
     assert remote_references(plots.read_text()) == []
     assert dump_dom(plots).count('class="marks"') >= 10  # every curve and confusion matrix
+
+
+MICRO_GRID = """
+name: micro
+title: micro grid
+targets: [evaluate]
+base:
+  evaluate.encoders: [pretrain, init, random]
+  evaluate.tasks: {ssv2: [linear]}
+seeds: {param: pretrain.seed, values: [0, 1]}
+columns:
+  - {set: ssv2, protocol: linear, label: linear}
+  - {set: transcripts, protocol: sort, label: sort}
+paper: [{label: "paper (table 2)"}]
+variants:
+  - {name: start, label: start point, encoder: init, paper: [64.5]}
+  - {name: base, label: L_base, set: {sort.lambda: 0.0}, paper: [67.0]}
+  - {name: ours, label: TVTS, paper: [68.5]}
+"""
+
+
+def _ledger(repo: Path) -> list[dict]:
+    path = repo / "reports/ablations/micro/cells.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _ablate(repo: Path, grid: Path, *args: str) -> str:
+    return _sh([sys.executable, "-m", "tvts", "ablate", str(grid), *args], repo)
+
+
+def test_an_ablation_grid_runs_as_experiments_resumes_and_summarises(repo, tmp_path):
+    """2 variants x 2 seeds (and the start point, which trains nothing): killed after its first
+    cell, the grid resumes with the other three; the four are DVC experiments with their
+    params; the table's means and spreads are the cells' metrics'; a rerun trains nothing."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(MICRO_GRID)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "tvts", "ablate", str(grid)], cwd=repo,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 400
+    while not _ledger(repo) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the runner and the cell it had started
+    first.wait()
+    finished = _ledger(repo)
+    assert len(finished) == 1, finished
+    resumed = _ablate(repo, grid, "--jobs", "2")  # two cells at once, each in its worktree
+    assert "4 cell(s), 1 done, 3 to run" in resumed
+    assert "removed 1 experiment worktree(s) of killed runs" in resumed
+    cells = _ledger(repo)
+    assert len(cells) == 4 and cells[0] == finished[0]  # the finished one was not rerun
+    assert {(c["variant"], c["seed"]) for c in cells} == {
+        (v, s) for v in ("base", "ours") for s in (0, 1)}
+    # four DVC experiments, each with its cell's params and metrics
+    show = json.loads(_sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo))
+    exps = {e["name"]: e["revs"][0]["data"] for c in show for e in c.get("experiments") or []}
+    assert {c["experiment"] for c in cells} <= set(exps), exps.keys()
+    linear: dict[str, list[float]] = {"base": [], "ours": []}
+    for c in sorted(cells, key=lambda c: c["seed"]):
+        data = exps[c["experiment"]]
+        p = data["params"]["params.yaml"]["data"]
+        assert p["pretrain"]["seed"] == c["seed"]
+        assert p.get("sort", {}).get("lambda") == (0.0 if c["variant"] == "base" else 2.0)
+        value = data["metrics"]["metrics/eval.json"]["data"]["ssv2"]["linear_top1"]["pretrain"]
+        assert value == pytest.approx(c["figures"]["pretrain"]["linear"], abs=1e-4)
+        linear[c["variant"]].append(value)
+    table = (repo / "reports/ablations/micro/index.md").read_text()
+    rows = {line.split("|")[1].strip(): [x.strip() for x in line.split("|")[2:-1]]
+            for line in table.splitlines() if line.startswith("| ") and "---" not in line}
+    for variant, label in (("base", "L_base"), ("ours", "TVTS")):
+        values = linear[variant]
+        mean, std = statistics.fmean(values), statistics.stdev(values)
+        assert rows[label][0].replace("**", "") == f"{mean:.1f} ± {std:.1f}", (label, values)
+        assert rows[label][2] == ("67.0" if variant == "base" else "68.5")  # the paper's
+    # the start point's row is the floor (micro starts from scratch: init is random),
+    # each seed's random weights evaluated in every cell of that seed
+    floor = [statistics.fmean(c["figures"]["random"]["linear"] for c in cells
+                              if c["seed"] == s) for s in (0, 1)]
+    shown = f"{statistics.fmean(floor):.1f} ± {statistics.stdev(floor):.1f}"
+    assert rows["random weights (floor)"][0] == shown
+    assert rows["start point"][0].replace("**", "") == shown
+    best = max(("L_base", "TVTS", "start point"), key=lambda r: float(
+        rows[r][0].replace("**", "").split(" ")[0]))
+    assert rows[best][0].startswith("**")
+    assert (repo / "reports/ablations/micro/index.html").exists()
+    assert "ablations/micro/index.html" in (repo / "reports/index.html").read_text()
+    assert len((repo / "reports/ablations/micro/cells.csv").read_text().splitlines()) > 4
+    # a rerun trains nothing: every cell done, no line added
+    t0 = time.monotonic()
+    again = _ablate(repo, grid)
+    assert "4 cell(s), 4 done, 0 to run" in again and "0 cell(s) run" in again
+    assert len(_ledger(repo)) == 4 and time.monotonic() - t0 < 60
+    # another grid with the same cell (same params, code and data) reuses its experiment
+    other = tmp_path / "other.yaml"
+    other.write_text(MICRO_GRID.replace("name: micro", "name: other").replace(
+        "values: [0, 1]", "values: [1]"))
+    reused = _ablate(repo, other)
+    assert "the same run as micro-ours-s1" in reused and "0 cell(s) run" in reused
 
 
 def test_dvc_exp_run_with_a_params_override(repo):

@@ -112,6 +112,15 @@ def _reports_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate_cmd(args: argparse.Namespace) -> int:
+    from tvts.experiments.ablation import run_grid
+
+    done = run_grid(args.grid, Path(args.root), args.jobs, args.summary_only)
+    print(f"{len(done.ran)} cell(s) run, {len(done.skipped)} already done, in "
+          f"{done.wall_s:.0f} s; table: {done.summary} (and index.md beside it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvts", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "Vega libraries (.dvc/config's plots.html_template)")
     o.add_argument("--dvc-dir", default=".dvc")
     o.set_defaults(func=_reports_cmd)
+    a = sub.add_parser("ablate", help="run an ablation grid (variants x seeds, each cell a DVC "
+                       "experiment; done cells are not rerun) and write its table")
+    a.add_argument("grid", help="a grid file, e.g. ablations/objectives.yaml")
+    a.add_argument("--jobs", type=int, default=1,
+                   help="cells at once, each in its own worktree (default 1: on a machine "
+                        "with room for several trainings, more)")
+    a.add_argument("--summary-only", action="store_true",
+                   help="run nothing: the table from the cells done so far")
+    a.add_argument("--root", default=".", help="the project (default: here)")
+    a.set_defaults(func=_ablate_cmd)
     r = sub.add_parser("reencode", help="re-encode a directory of videos for fast seeking")
     r.add_argument("src")
     r.add_argument("dst")

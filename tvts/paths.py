@@ -54,6 +54,8 @@ EVAL_FIGURES = EVAL_REPORT / "figures"
 EVAL_CONFUSION = EVAL_REPORT / "confusion"
 
 REPORTS_INDEX = Path("reports/index.html")
+# `tvts ablate`: one folder per grid (its table, every cell's figures); no stage's output
+ABLATIONS_REPORTS = Path("reports/ablations")
 METRICS = Path("metrics")
 
 

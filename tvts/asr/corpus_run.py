@@ -112,15 +112,23 @@ def _finished(rec: dict[str, Any], tr: Transcript, engine_s: float, packed: int 
                       for w in tr.words]}
 
 
-def _alone(rec: dict[str, Any], audio: np.ndarray) -> dict[str, Any]:
+def _alone(rec: dict[str, Any], audio: np.ndarray,
+           spans: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+    """One video decoded on its own; `spans`: its VAD speech spans when already found (a
+    packing group's), so the VAD does not run twice (their time is in rec["engine_s"])."""
     t0 = time.perf_counter()
     try:
         assert _engine is not None
-        tr = _engine.transcribe(audio)
+        if spans is None:
+            tr = _engine.transcribe(audio)
+        else:
+            speech = None if _ctx["cfg"].vad == "off" else spans
+            tr = finish(_engine.words(audio, speech), speech, _ctx["cfg"])
     except Exception as e:
         return {**rec, "status": "failed",
                 "reason": f"transcription failed: {type(e).__name__}: {e}"}
-    return _finished(rec, tr, time.perf_counter() - t0)
+    before = rec.get("engine_s", 0.0) if spans is not None else 0.0
+    return _finished(rec, tr, before + time.perf_counter() - t0)
 
 
 def process(task: Task) -> dict[str, Any]:
@@ -154,8 +162,8 @@ def process_group(group: list[Task], wanted: frozenset[str] | None = None
     lengths = [packing.speech_length(spans, cfg.pack_gap_s) for _, _, spans in heard]
     for members in packing.windows(lengths, cfg.pack_s):
         if len(members) == 1:
-            rec, audio, _ = heard[members[0]]
-            records[rec["video_id"]] = _alone(rec, audio)
+            rec, audio, spans = heard[members[0]]
+            records[rec["video_id"]] = _alone(rec, audio, spans)
             continue
         audio, pieces = packing.pack([heard[m][1] for m in members],
                                      [heard[m][2] for m in members], cfg.pack_gap_s)
@@ -164,8 +172,8 @@ def process_group(group: list[Task], wanted: frozenset[str] | None = None
             raw = packing.unpack(_engine.words(audio, None), pieces, len(members))
         except Exception:
             for m in members:
-                rec, audio, _ = heard[m]
-                records[rec["video_id"]] = _alone(rec, audio)
+                rec, audio, spans = heard[m]
+                records[rec["video_id"]] = _alone(rec, audio, spans)
             continue
         seconds = time.perf_counter() - t0
         total = sum(lengths[m] for m in members)

@@ -59,11 +59,17 @@ class Params(_Section):
     def _cross_section_rules(self, info: ValidationInfo) -> Params:
         rules.tasks_name_sets(self)
         rules.shapes_fit(self)
+        rules.segments_fit(self)
         # the processes the batches split over: the running launch's (WORLD_SIZE), a layout
         # to check (`tvts params check --world-size`), else the one launch asks for
         world = (info.context or {}).get("world_size") or self.launch.planned_world() or 1
         rules.batches_split(self, int(world))
         return self
+
+    @property
+    def train_seed(self) -> int:
+        """Pretraining's seed: `pretrain.seed`, else the top-level one."""
+        return self.seed if self.pretrain.seed is None else self.pretrain.seed
 
     def check_video_init(self) -> None:
         """The paper starts from ImageMAE-Base: its profile does not train from random weights

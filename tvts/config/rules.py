@@ -48,6 +48,21 @@ def shapes_fit(params: Params) -> None:
             f"{_multiple_near(post.image_frames, t)}")
 
 
+def segments_fit(params: Params) -> None:
+    """The ordering baselines cut each clip into data.num_transcripts segments of whole
+    tubelets."""
+    if params.sort.target == "transcripts":
+        return
+    k, t = params.data.num_transcripts, params.model.video.tubelet
+    slices = params.data.num_frames // t
+    if slices % k:
+        raise ValueError(
+            f"sort.target = {params.sort.target} cuts each clip into data.num_transcripts = "
+            f"{k} segments, but data.num_frames = {params.data.num_frames} makes {slices} "
+            f"tubelet slice(s) (model.video.tubelet = {t}): set data.num_frames to a multiple "
+            f"of {k * t}, e.g. {_multiple_near(params.data.num_frames, k * t)}")
+
+
 def batches_split(params: Params, world: int) -> None:
     """Each training batch splits into processes x micro-batches x accumulation (`world`: the
     process count, torchrun's WORLD_SIZE)."""

@@ -60,6 +60,14 @@ class ModelConfig(_Section):
 
 class SortConfig(_Section):
     lambda_: Annotated[float, Field(ge=0.0, alias="lambda")] = 2.0
+    # What is put in order (the weight of its loss is `lambda`): `transcripts`, TVTS (the
+    # video's tokens tell the shuffled transcripts' order); the ordering baselines of the
+    # paper's table 1, with the same encoder, data and trainer: `clips` (VCOP-style: the
+    # clip's K segments, shuffled and encoded one by one, classified into the K! orders from
+    # the video alone) and `frames_given_transcripts` (MERLOT-like: the shuffled segments
+    # placed by K-way classification, given the transcripts in their true order).
+    # `modeling` applies to `transcripts` only.
+    target: Literal["transcripts", "clips", "frames_given_transcripts"] = "transcripts"
     modeling: Literal["kway", "pairwise", "factorial"] = "kway"
     stop_gradient: bool = True
     blocks: PositiveInt = 2
@@ -152,7 +160,10 @@ class TrainingConfig(_Section):
 
 
 class PretrainConfig(TrainingConfig):
-    # the offline demo: a few epochs over 360 short videos, on 2 CPU cores
+    # The training seed (initial weights, sample draws, masking); null: the top-level `seed`,
+    # which also makes the corpus. Seeds of one world vary this (the ablation grids).
+    seed: int | None = None
+    # the offline demo: a few epochs over 1,080 short videos, on 2 CPU cores
     epochs: PositiveInt = 3
     lr: Annotated[float, Field(gt=0.0)] = 5e-4
     schedule: Literal["step", "cosine"] = "cosine"

@@ -40,7 +40,7 @@ def load_exported(params: Params, directory: str | Path) -> TVTSModel:
 
 def init_model(params: Params) -> TVTSModel:
     """What pretraining starts from: the same seed and build, `model.video.init` loaded."""
-    torch.manual_seed(params.seed)
+    torch.manual_seed(params.train_seed)
     return build_tvts(params).eval()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from tvts.config import Params
 from tvts.models.init_weights import load_image_vit
+from tvts.models.ordering import ClipOrderHead, FrameReorderer
 from tvts.models.sorter import SortTransformer
 from tvts.models.text_encoder import TextEncoder
 from tvts.models.tvts_model import ObjectiveConfig, TVTSModel
@@ -43,8 +44,21 @@ def build_tvts(params: Params, grad_checkpointing: bool = False) -> TVTSModel:
     objective = ObjectiveConfig(temperature=params.contrastive.temperature,
                                 contrastive=params.contrastive.enabled,
                                 sort_lambda=params.sort.lambda_,
-                                stop_gradient=params.sort.stop_gradient)
-    return TVTSModel(video, text, sorter, params.model.embed_dim, objective)
+                                stop_gradient=params.sort.stop_gradient,
+                                target=params.sort.target)
+    return TVTSModel(video, text, sorter, params.model.embed_dim, objective,
+                     ordering_head(params, video.cfg.width, video.cfg.heads, text.dim))
+
+
+def ordering_head(params: Params, width: int, heads: int, text_dim: int
+                  ) -> ClipOrderHead | FrameReorderer | None:
+    """The head of an ordering baseline (sort.target), None for TVTS's transcript sorting."""
+    k = params.data.num_transcripts
+    if params.sort.target == "clips":
+        return ClipOrderHead(width, k)
+    if params.sort.target == "frames_given_transcripts":
+        return FrameReorderer(width, heads, params.sort.blocks, k, text_dim)
+    return None
 
 
 def model_signature(params: Params) -> dict[str, Any]:
@@ -54,8 +68,10 @@ def model_signature(params: Params) -> dict[str, Any]:
     arch = params.model.model_dump(mode="json", exclude={
         "video": {"init", "drop_path", "temporal_init", "position_init"},
         "text": {"freeze", "dropout"}})
+    sort = {"modeling": params.sort.modeling, "blocks": params.sort.blocks,
+            "time_embedding": params.sort.time_embedding}
+    if params.sort.target != "transcripts":  # an ordering baseline's head (TVTS's: as before)
+        sort["target"] = params.sort.target
     return {"model": arch,
             "num_frames": params.data.num_frames, "frame_size": params.data.frame_size,
-            "num_transcripts": params.data.num_transcripts,
-            "sort": {"modeling": params.sort.modeling, "blocks": params.sort.blocks,
-                     "time_embedding": params.sort.time_embedding}}
+            "num_transcripts": params.data.num_transcripts, "sort": sort}

@@ -52,7 +52,7 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
     params.check_video_init()  # before any data is read
     d = setup()
     try:
-        seed_all(params.seed)
+        seed_all(params.train_seed)
         videos = read_table(videos_path, "videos")
         words = read_table(words_path, "words")
         spec = SampleSpec.from_params(params)
@@ -66,9 +66,10 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         if not train_entries:
             raise UserError(f"{videos_path}: no training video can give a sample "
                             f"({len(never)} cannot hold the transcript windows)")
-        train_set = TVTSDataset(train_entries, spec, params.seed, params.corpus.s3,
+        train_set = TVTSDataset(train_entries, spec, params.train_seed, params.corpus.s3,
                                 params.corpus.cache_dir, repeats=cfg.clips_per_video,
                                 packed=packed, device_decode=on_device)
+        # the validation draws follow the corpus seed: one held-out set for every training seed
         val_set = TVTSDataset(val_entries,
                               SampleSpec.from_params(params, False, cfg.val_mask_ratio),
                               params.seed + 1, params.corpus.s3, params.corpus.cache_dir,
@@ -77,7 +78,7 @@ def run(params: Params, videos_path: Path = VIDEOS, words_path: Path = WORDS,
         model = build_tvts(params, cfg.grad_checkpointing)
         trainer = Trainer(model, PretrainTask(), cfg, train_set, val_set,
                           TVTSCollate(params.model.text.name, params.data.max_text_tokens),
-                          out_dir, d, params.seed, model_signature(params), cfg.monitor,
+                          out_dir, d, params.train_seed, model_signature(params), cfg.monitor,
                           cfg.monitor_mode, spec.samples_per_decode, live_dir)
         result = trainer.fit(max_steps)
         if not d.main:

@@ -62,6 +62,11 @@ def run(params: Params, root: Path = Path("."), index_path: Path = INDEX) -> str
     notes = [f"Profile {params.profile}, seed {params.seed}. `dvc metrics show` lists the "
              "same headline metrics; `dvc plots show` draws the curves interactively."]
     secs = sections(root)
+    grids = sorted((root / paths.ABLATIONS_REPORTS).glob("*/index.html"))
+    if grids:  # `tvts ablate`'s tables
+        secs.append(StageSection("ablations", None, [
+            Report(f"ablation grid {page.parent.name}: mean ± std over seeds, with the paper's "
+                   "figures", page) for page in grids]))
     secs.append(StageSection("plots", None, [Report(
         "`dvc plots show`: every plot of dvc.yaml, interactive (this run's, if it was "
         "run since)", root / PLOTS_PAGE)]))

@@ -55,7 +55,9 @@ class PretrainTask:
         """The sorter gets no gradient without the sort loss, the projections none without
         the contrastive one."""
         obj = getattr(getattr(model, "module", model), "objective", None)
-        return obj is None or not obj.contrastive or obj.sort_lambda == 0 or not self.sorting
+        # an ordering baseline leaves the transcript sorter unused
+        return (obj is None or not obj.contrastive or obj.sort_lambda == 0 or not self.sorting
+                or obj.target != "transcripts")
 
     def loss(self, model: nn.Module, batch: dict[str, Any], world: int
              ) -> dict[str, torch.Tensor]:
@@ -82,7 +84,7 @@ class PretrainTask:
                 sums[k] += float(out[k]) * b
             videos.append(out["video_vec"])
             texts.append(out["text_vec"])
-            if self.sorting:
+            if "video_tokens" in out:  # transcript sorting: the other-video control
                 other.append(other_video_hits(m.sorter, out, batch))
             n += b
         result = {f"val/{k}": v / n for k, v in sums.items()} | _retrieval(videos, texts, ids)

@@ -1,0 +1,1 @@
+"""DVC experiments run beside the workspace: override runs and the ablation grids."""
