@@ -181,3 +181,25 @@ def test_cells_json_and_csv_hold_every_figure(tmp_path):
     rows = (tmp_path / "cells.csv").read_text().splitlines()
     assert rows[0].startswith("cell,experiment,variant,seed,encoder,column,value")
     assert len(rows) == 1 + 2 * 2 * 2
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failing_cell_is_reported_and_the_others_run(tmp_path, monkeypatch, jobs):
+    from tvts.experiments import ablation
+
+    grid = _grid(tmp_path)
+    cells = grid.cells()
+
+    def fake_run_cell(root, cell, params, key, log_dir, save_lock, say):
+        if cell.label == "t-base-s1":
+            raise ablation.CellFailed(f"cell {cell.label}: `dvc repro` failed: boom")
+        return _record(cell.variant.name, cell.seed, 1.0, 1.0, 1.0)
+
+    monkeypatch.setattr(ablation, "run_cell", fake_run_cell)
+    ledger = Ledger(tmp_path / "cells.jsonl")
+    said: list[str] = []
+    done, failed = ablation._run_cells(tmp_path, [(c, {}, c.label) for c in cells], ledger,
+                                       tmp_path / "logs", jobs, said.append)
+    assert len(done) == len(cells) - 1 and failed == ["cell t-base-s1: `dvc repro` failed: boom"]
+    assert len(ledger.load()) == len(cells) - 1  # only finished cells reach the ledger
+    assert any("boom" in s for s in said)

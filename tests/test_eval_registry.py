@@ -77,6 +77,8 @@ def test_a_registered_protocol_runs_through_the_stage(toy_protocol, tmp_path):
     assert got["norm"] > 0 and got["train_clips"] + got["test_clips"] == 10
     assert "mine feature_norm norm: random" in summary
     assert "| mine | feature_norm | norm |" in (tmp_path / "report" / "summary.md").read_text()
+    # no fine-tuning asked for: its declared output is there all the same (DVC checks it)
+    assert (tmp_path / "eval" / "finetune").is_dir()
     # a floor is kept out of the headline; a trained encoder's figure is in it
     assert "mine" not in json.loads((tmp_path / "metrics" / "eval.json").read_text())
     figures = {"mine": {"feature_norm": {"random": {"norm": 1.0}, "pretrain": {"norm": 2.5}}}}

@@ -127,3 +127,28 @@ def test_segments_are_cut_shuffled_and_put_back():
 def test_an_ordering_baseline_needs_segments_of_whole_tubelets():
     with pytest.raises(ValueError, match=r"data\.num_frames to a multiple of 8"):
         micro({"sort": {"target": "clips"}})  # micro: 4 frames, 2 slices, K = 4
+
+
+@pytest.mark.parametrize("target", ["clips", "frames_given_transcripts"])
+def test_an_ordering_baseline_is_its_own_model_and_leaves_the_sorter_unused(target, tmp_path):
+    from tvts.models.factory import model_signature
+    from tvts.train.tasks import PretrainTask
+
+    p = _params(target)
+    model = build_tvts(p)
+    assert model.ordering is not None and model.sort_modeling == (
+        "factorial" if target == "clips" else "kway")
+    # DDP must be told: the transcript sorter gets no gradient
+    assert PretrainTask().leaves_parameters_unused(model)
+    assert not PretrainTask().leaves_parameters_unused(build_tvts(_params("transcripts")))
+    # a TVTS checkpoint does not load into a baseline's model, nor the reverse
+    assert model_signature(p)["sort"]["target"] == target
+    assert "target" not in model_signature(_params("transcripts"))["sort"]
+    assert any(k.startswith("ordering.") for k in model.state_dict())
+    video, colours = _clips(2, True, torch.Generator().manual_seed(0), True)
+    order = torch.stack([torch.randperm(K) for _ in range(2)])
+    text = _NamedColours(model)
+    model.encode_text = lambda ids, mask: ids
+    out = model(video, text.encode(colours, order), torch.ones(2, K), order)
+    assert "video_tokens" not in out  # no other-video control for a video-side order
+    assert out["loss"].requires_grad

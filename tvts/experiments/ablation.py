@@ -269,12 +269,16 @@ def run_grid(grid_path: str | Path, root: Path = Path("."), jobs: int = 1,
         say(f"grid {grid.name}: {len(plan)} cell(s), {len(skipped)} done, "
             f"{len(todo)} to run" + (" (summary only)" if summary_only else ""))
         ran: list[CellRecord] = []
+        failed: list[str] = []
         if todo and not summary_only:
-            ran = _run_cells(root, todo, ledger, out_dir / "logs", jobs, say)
+            ran, failed = _run_cells(root, todo, ledger, out_dir / "logs", jobs, say)
         records = [rec for _, _, k in plan if (rec := ledger.load().get(k)) is not None]
         summary = write_summary(grid, records, out_dir)
         _write_cells(records, out_dir)
         _refresh_reports_index(root, say)
+    if failed:
+        raise UserError(f"grid {grid.name}: {len(failed)} cell(s) failed (the table has the "
+                        f"others; a rerun runs only what is not done):\n" + "\n".join(failed))
     return GridRun(ran, skipped, records, summary, time.perf_counter() - t0)
 
 
@@ -290,25 +294,32 @@ def _other_grids_records(ablations: Path, this: str) -> dict[str, CellRecord]:
 
 
 def _run_cells(root: Path, todo: list[tuple[Cell, dict[str, Any], str]], ledger: Ledger,
-               log_dir: Path, jobs: int, say: Callable[[str], Any]) -> list[CellRecord]:
+               log_dir: Path, jobs: int, say: Callable[[str], Any]
+               ) -> tuple[list[CellRecord], list[str]]:
+    """The cells, `jobs` at a time; a cell that fails is reported and the others run on
+    (returns the finished records and the failures)."""
     save_lock = threading.Lock()
-    ran: list[CellRecord] = []
 
-    def one(item: tuple[Cell, dict[str, Any], str]) -> CellRecord:
+    def one(item: tuple[Cell, dict[str, Any], str]) -> CellRecord | str:
         cell, params, key = item
         say(f"{cell.label}: running ({', '.join(f'{k}={v}' for k, v in cell.overrides.items())})")
-        rec = run_cell(root, cell, params, key, log_dir, save_lock, say)
+        try:
+            rec = run_cell(root, cell, params, key, log_dir, save_lock, say)
+        except CellFailed as e:
+            say(str(e))
+            return str(e)
         ledger.append(rec)
         say(f"{cell.label}: done in {rec.total_s:.0f} s (stages {rec.stages_s:.0f} s), "
             f"experiment {rec.experiment}")
         return rec
 
     if jobs == 1:
-        return [one(item) for item in todo]
-    with ThreadPoolExecutor(jobs) as pool:
-        for rec in pool.map(one, todo):
-            ran.append(rec)
-    return ran
+        results = [one(item) for item in todo]
+    else:
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(one, todo))
+    return ([r for r in results if isinstance(r, CellRecord)],
+            [r for r in results if isinstance(r, str)])
 
 
 class _grid_lock:

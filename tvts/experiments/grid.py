@@ -121,7 +121,9 @@ class Grid(_Strict):
         return self
 
     def cells(self) -> list[Cell]:
-        return [Cell(self, v, s) for v in self.variants if v.trains for s in self.seeds.values]
+        """Seed by seed (every variant's first seed first: a grid stopped early still has a
+        row for each variant)."""
+        return [Cell(self, v, s) for s in self.seeds.values for v in self.variants if v.trains]
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,10 @@ def run(params: Params, downstream_dir: Path = DOWNSTREAM,
                     text_only_control(params, nets[name], corpus.train, held_out, tokenizer,
                                        device))}
         timing["sort_s"] = round(time.perf_counter() - t_s, 2)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # the caches dvc.yaml declares as outputs: present (maybe empty) whatever the tasks, for
+    # DVC fails a stage whose output is missing (evaluate.tasks without fine-tuning)
+    for cache in ("features", "finetune"):
+        (out_dir / cache).mkdir(parents=True, exist_ok=True)
     write_table(frame(failed, "quarantine"), out_dir / "quarantine.parquet", "quarantine")
     record_params(params, report_dir)
     timing["total_s"] = round(time.perf_counter() - t0, 2)
