@@ -203,3 +203,15 @@ def test_a_failing_cell_is_reported_and_the_others_run(tmp_path, monkeypatch, jo
     assert len(done) == len(cells) - 1 and failed == ["cell t-base-s1: `dvc repro` failed: boom"]
     assert len(ledger.load()) == len(cells) - 1  # only finished cells reach the ledger
     assert any("boom" in s for s in said)
+
+
+def test_a_cell_saves_the_stages_its_targets_ran(tmp_path):
+    """`dvc exp save` commits these only: DVC refuses to save when any stage's output is
+    missing (the workspace's reports page, a stage the grid does not run)."""
+    from tvts.experiments.ablation import _ran_stages
+
+    assert _ran_stages(REPO, ["evaluate"]) == [
+        "sources", "corpus", "asr", "validate", "downstream", "dedup", "pack", "pretrain",
+        "post_pretrain", "evaluate"]
+    assert _ran_stages(REPO, ["pack"])[-1] == "pack" and "pretrain" not in _ran_stages(
+        REPO, ["pack"])

@@ -168,11 +168,12 @@ title: micro grid
 targets: [evaluate]
 base:
   evaluate.encoders: [pretrain, init, random]
-  evaluate.tasks: {ssv2: [linear]}
+  evaluate.tasks: {ssv2: [linear, v2v]}
+  evaluate.sort.enabled: false
 seeds: {param: pretrain.seed, values: [0, 1]}
 columns:
   - {set: ssv2, protocol: linear, label: linear}
-  - {set: transcripts, protocol: sort, label: sort}
+  - {set: ssv2, protocol: v2v, label: v2v}
 paper: [{label: "paper (table 2)"}]
 variants:
   - {name: start, label: start point, encoder: init, paper: [64.5]}
@@ -197,21 +198,22 @@ def test_an_ablation_grid_runs_as_experiments_resumes_and_summarises(repo, tmp_p
     grid = tmp_path / "grid.yaml"
     grid.write_text(MICRO_GRID)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "tvts", "ablate", str(grid)], cwd=repo,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    # two cells at once, each in its worktree: seed 0's pair, then seed 1's
+    first = subprocess.Popen([sys.executable, "-m", "tvts", "ablate", str(grid), "--jobs", "2"],
+                             cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 400
-    while not _ledger(repo) and first.poll() is None and time.monotonic() < deadline:
+    while len(_ledger(repo)) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the runner and the cell it had started
+    os.killpg(first.pid, signal.SIGKILL)  # the runner and the cells it had started
     first.wait()
     finished = _ledger(repo)
-    assert len(finished) == 1, finished
-    resumed = _ablate(repo, grid, "--jobs", "2")  # two cells at once, each in its worktree
-    assert "4 cell(s), 1 done, 3 to run" in resumed
-    assert "removed 1 experiment worktree(s) of killed runs" in resumed
+    assert len(finished) == 2, finished
+    resumed = _ablate(repo, grid, "--jobs", "2")
+    assert "4 cell(s), 2 done, 2 to run" in resumed
+    assert not list((repo / ".dvc/tmp/tvts-exps").iterdir())  # the killed cells' are gone
     cells = _ledger(repo)
-    assert len(cells) == 4 and cells[0] == finished[0]  # the finished one was not rerun
+    assert len(cells) == 4 and cells[:2] == finished  # the finished ones were not rerun
     assert {(c["variant"], c["seed"]) for c in cells} == {
         (v, s) for v in ("base", "ours") for s in (0, 1)}
     # four DVC experiments, each with its cell's params and metrics

@@ -212,12 +212,31 @@ def run_cell(root: Path, cell: Cell, params: dict[str, Any], key: str, log_dir: 
         figures = cell_figures(json.loads(details_path.read_text()), cell.grid)
         pretrain = _read_json(work / paths.metrics_of("pretrain"))
         with save_lock:  # one `dvc exp save` at a time: they share the git refs
-            save_experiment(work, name, root)
+            save_experiment(work, name, root, _ran_stages(work, cell.grid.targets))
     return CellRecord(cell=cell.label, experiment=name, variant=cell.variant.name,
                       seed=cell.seed, key=key, overrides=cell.overrides, figures=figures,
                       stages_s=round(stages_s, 2), total_s=round(time.perf_counter() - t0, 2),
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                       extra={"pretrain": pretrain})
+
+
+def _ran_stages(work: Path, targets: list[str]) -> list[str]:
+    """The targets and every stage upstream of them (what `dvc repro <targets>` ran or
+    checked), in dvc.yaml's order."""
+    stages = (yaml.safe_load((work / "dvc.yaml").read_text()) or {}).get("stages", {})
+    makers = {str(next(iter(o)) if isinstance(o, dict) else o): name
+              for name, s in stages.items()
+              for kind in ("outs", "metrics", "plots") for o in s.get(kind, [])}
+    wanted, todo = set(), list(targets)
+    while todo:
+        name = todo.pop()
+        if name in wanted or name not in stages:
+            continue
+        wanted.add(name)
+        for dep in stages[name].get("deps", []):
+            todo += [maker for out, maker in makers.items()
+                     if dep == out or dep.startswith(out.rstrip("/") + "/")]
+    return [name for name in stages if name in wanted]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -216,12 +216,15 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def save_experiment(work: Path, name: str, root: Path) -> None:
+def save_experiment(work: Path, name: str, root: Path, stages: list[str] | None = None
+                    ) -> None:
     """Keep the worktree's run as DVC experiment `name` (shown by `dvc exp show` in `root`);
-    metrics and plots files are git's, not DVC's cache's, so each one there is named."""
+    metrics and plots files are git's, not DVC's cache's, so each one there is named.
+    `stages`: commit only these stages' outputs (the ones the run made; DVC refuses to save
+    when any stage's output is missing, e.g. a reports page the workspace never made)."""
     untracked = [a for rel, _ in uncached_outputs(root) if (work / rel).exists()
                  and rel.startswith(("metrics/", "dvclive/")) for a in ("-I", rel)]
-    saved = _run([sys.executable, "-m", "dvc", "exp", "save", "--force", "-n", name,
-                  *untracked], work)
+    saved = _run([sys.executable, "-m", "dvc", "exp", "save", *(stages or []), "--force",
+                  "-n", name, *untracked], work)
     if saved.returncode:
         raise RuntimeError(f"dvc exp save failed: {stage_error(saved.stdout + saved.stderr)}")
