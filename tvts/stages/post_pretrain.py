@@ -60,7 +60,11 @@ def run(params: Params, images_root: Path | None = None, clips_root: Path | None
         val_set = dataset(clips[:held_clip], cfg.clip_frames, False)
         if len(train_set) == 0:
             raise UserError(f"too few captioned items for batches of {group}")
-        model = build_tvts(params, cfg.grad_checkpointing)
+        # post-pretraining is the contrastive loss (captions have no order to sort), also
+        # after a pretraining that left it out (contrastive.enabled: false, the M_sort row)
+        contrastive = params.contrastive.model_copy(update={"enabled": True})
+        model = build_tvts(params.model_copy(update={"contrastive": contrastive}),
+                           cfg.grad_checkpointing)
         # the pretrained weights (masking is 0 here: nothing in the model depends on it)
         model.load_state_dict(load_checkpoint(init, model_signature(params))["model"])
         trainer = Trainer(model, ContrastiveTask(), cfg, train_set, val_set,
