@@ -398,6 +398,12 @@ def test_full_pretrain_then_post_pretrain(corpus):
     # the held-out R@1 comes with its gallery's chance (micro: 2 held-out clips)
     assert "over 2 clips (chance 50.0%)" in post
     assert stage_record(corpus / "post.json")["val_r1_chance"] == 50.0
+    # after a pretraining without the contrastive loss (the M_sort ablation), post-pretraining
+    # still trains with it: captions have nothing to sort (it had no loss at all before)
+    no_base = micro({"pretrain": {"loader_workers": 0}, "contrastive": {"enabled": False}})
+    post_stage.run(no_base, demo / "cc3m", demo / "webvid", out / "checkpoints" / BEST,
+                   corpus / "post_sort_only", corpus / "post_sort_only.json", None)
+    assert stage_record(corpus / "post_sort_only.json")["train_loss"] > 0
 
 
 def test_sampler_batches_concatenate_to_the_single_process_batch():
