@@ -215,3 +215,24 @@ def test_a_cell_saves_the_stages_its_targets_ran(tmp_path):
         "post_pretrain", "evaluate"]
     assert _ran_stages(REPO, ["pack"])[-1] == "pack" and "pretrain" not in _ran_stages(
         REPO, ["pack"])
+
+
+def test_no_cell_starts_once_the_code_changed_under_the_grid(tmp_path, monkeypatch):
+    from tvts.experiments import ablation
+
+    grid = _grid(tmp_path)
+    ran: list[str] = []
+
+    def fake_run_cell(root, cell, params, key, log_dir, save_lock, say):
+        ran.append(cell.label)
+        return _record(cell.variant.name, cell.seed, 1.0, 1.0, 1.0)
+
+    prints = iter(["start", "start", "edited", "edited", "edited", "edited"])
+    monkeypatch.setattr(ablation, "run_cell", fake_run_cell)
+    monkeypatch.setattr(ablation, "code_fingerprint", lambda root: next(prints))
+    cells = grid.cells()[:3]
+    done, failed = ablation._run_cells(tmp_path, [(c, {}, c.label) for c in cells],
+                                       Ledger(tmp_path / "cells.jsonl"), tmp_path, 1,
+                                       lambda s: None, code="start")
+    assert ran == [c.label for c in cells[:2]] and len(done) == 2 and len(failed) == 1
+    assert "code changed since the grid started" in failed[0]

@@ -290,7 +290,7 @@ def run_grid(grid_path: str | Path, root: Path = Path("."), jobs: int = 1,
         ran: list[CellRecord] = []
         failed: list[str] = []
         if todo and not summary_only:
-            ran, failed = _run_cells(root, todo, ledger, out_dir / "logs", jobs, say)
+            ran, failed = _run_cells(root, todo, ledger, out_dir / "logs", jobs, say, code)
         records = [rec for _, _, k in plan if (rec := ledger.load().get(k)) is not None]
         summary = write_summary(grid, records, out_dir)
         _write_cells(records, out_dir)
@@ -313,14 +313,21 @@ def _other_grids_records(ablations: Path, this: str) -> dict[str, CellRecord]:
 
 
 def _run_cells(root: Path, todo: list[tuple[Cell, dict[str, Any], str]], ledger: Ledger,
-               log_dir: Path, jobs: int, say: Callable[[str], Any]
+               log_dir: Path, jobs: int, say: Callable[[str], Any], code: str | None = None
                ) -> tuple[list[CellRecord], list[str]]:
     """The cells, `jobs` at a time; a cell that fails is reported and the others run on
-    (returns the finished records and the failures)."""
+    (returns the finished records and the failures). `code`: the code fingerprint the cells
+    are keyed by; a cell is not started once the workspace's code differs from it (it would
+    run other code than its key says)."""
     save_lock = threading.Lock()
 
     def one(item: tuple[Cell, dict[str, Any], str]) -> CellRecord | str:
         cell, params, key = item
+        if code is not None and code_fingerprint(root) != code:
+            failure = (f"cell {cell.label}: not run: the stages' code changed since the grid "
+                       "started (run the grid again: the cells are keyed by the code)")
+            say(failure)
+            return failure
         say(f"{cell.label}: running ({', '.join(f'{k}={v}' for k, v in cell.overrides.items())})")
         try:
             rec = run_cell(root, cell, params, key, log_dir, save_lock, say)
