@@ -16,9 +16,7 @@ error the CLI gives.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from tvts.config import ParamsError
 from tvts.experiments.workspace import (
     checked_params,
     experiment_workspace,
+    run_captured,
     save_experiment,
     stage_error,
 )
@@ -61,14 +60,6 @@ def pipeline_stages(root: Path) -> list[str]:
     return list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
-
-
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
-
-
 def _not_user_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry unless the stage failed on the user's input."""
     try:
@@ -86,7 +77,8 @@ def run_stage(name: str, workspace: str) -> str:
     """`dvc repro --single-item <name>`: runs the stage when DVC says its inputs changed."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    done = _run([sys.executable, "-m", "dvc", "repro", "--single-item", name], Path(workspace))
+    done = run_captured([sys.executable, "-m", "dvc", "repro", "--single-item", name],
+                        Path(workspace))
     output = done.stdout + done.stderr
     if done.returncode:
         message = stage_error(output)
@@ -126,8 +118,8 @@ def run_part(stage: str, part: int, parts: int, workspace: str) -> str:
     """One part of a stage's per-video work: `tvts stage <stage> --shards part/parts`, whose
     results land in the shard layout the whole stage resumes from."""
     log = get_run_logger()
-    done = _run([sys.executable, "-m", "tvts", "stage", stage, "--shards", f"{part}/{parts}"],
-                Path(workspace))
+    done = run_captured([sys.executable, "-m", "tvts", "stage", stage, "--shards",
+                         f"{part}/{parts}"], Path(workspace))
     if done.returncode:
         message = stage_error(done.stdout + done.stderr)
         log.error("%s part %d/%d failed:\n%s", stage, part, parts, message)
@@ -147,7 +139,7 @@ def fan_out(stage: str, parts: int, workspace: str) -> list[str]:
 
 def stage_is_stale(stage: str, workspace: Path) -> bool:
     """DVC would run the stage (its inputs, or its outputs, changed)."""
-    done = _run([sys.executable, "-m", "dvc", "status", "--json", stage], workspace)
+    done = run_captured([sys.executable, "-m", "dvc", "status", "--json", stage], workspace)
     try:
         return bool(json.loads(done.stdout or "{}"))
     except json.JSONDecodeError:
@@ -195,8 +187,8 @@ def metrics_markdown(workspace: Path, root: Path) -> str:
     """`dvc metrics show`, the change against the previous flow run on this workspace, and
     against the last commit (`dvc metrics diff`)."""
     dvc = [sys.executable, "-m", "dvc", "metrics"]
-    show = _run([*dvc, "show", "--md"], workspace).stdout.strip()
-    diff = _run([*dvc, "diff", "--md"], workspace).stdout.strip()
+    show = run_captured([*dvc, "show", "--md"], workspace).stdout.strip()
+    diff = run_captured([*dvc, "diff", "--md"], workspace).stdout.strip()
     last = root / LAST_RUN
     try:
         before = json.loads(last.read_text())

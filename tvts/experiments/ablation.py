@@ -42,6 +42,7 @@ from tvts.experiments.grid import Cell, Grid, cell_figures, load_grid
 from tvts.experiments.tables import write_summary
 from tvts.experiments.workspace import (
     apply_overrides,
+    dvc_env,
     experiment_workspace,
     process_alive,
     save_experiment,
@@ -87,7 +88,7 @@ class GridRun:
 
 
 class CellFailed(RuntimeError):
-    pass
+    """A cell's `dvc repro` failed: reported, and the grid's other cells run on."""
 
 
 def grid_dir(root: Path, grid: Grid) -> Path:
@@ -181,7 +182,7 @@ class Ledger:
 def existing_experiments(root: Path) -> set[str]:
     done = subprocess.run([sys.executable, "-m", "dvc", "exp", "list", "--all-commits",
                            "--name-only"], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+                          env=dvc_env())
     if done.returncode:
         raise UserError(f"dvc exp list failed in {root}: {stage_error(done.stderr)}")
     return {line.strip() for line in done.stdout.splitlines() if line.strip()}
@@ -199,7 +200,7 @@ def run_cell(root: Path, cell: Cell, params: dict[str, Any], key: str, log_dir: 
         with open(log_path, "w") as log:
             done = subprocess.run([sys.executable, "-m", "dvc", "repro", *cell.grid.targets],
                                   cwd=work, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                  env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+                                  env=dvc_env())
         stages_s = time.perf_counter() - t1
         if done.returncode:
             raise CellFailed(f"cell {cell.label}: `dvc repro` failed: "
@@ -291,7 +292,8 @@ def run_grid(grid_path: str | Path, root: Path = Path("."), jobs: int = 1,
         failed: list[str] = []
         if todo and not summary_only:
             ran, failed = _run_cells(root, todo, ledger, out_dir / "logs", jobs, say, code)
-        records = [rec for _, _, k in plan if (rec := ledger.load().get(k)) is not None]
+        finished = ledger.load()
+        records = [finished[k] for _, _, k in plan if k in finished]
         summary = write_summary(grid, records, out_dir)
         _write_cells(records, out_dir)
         _refresh_reports_index(root, say)

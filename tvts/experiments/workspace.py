@@ -20,12 +20,14 @@ from tvts.config import ParamsError, resolve
 from tvts.errors import UserError
 
 
-def _env() -> dict[str, str]:
+def dvc_env() -> dict[str, str]:
+    """This process's environment, DVC's usage reporting off (every dvc call of a run)."""
     return {**os.environ, "DVC_NO_ANALYTICS": "1"}
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+def run_captured(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`cmd` in `cwd`, its output captured (the caller reads the return code)."""
+    return subprocess.run(cmd, cwd=cwd, env=dvc_env(), capture_output=True, text=True)
 
 
 def stage_error(output: str) -> str:
@@ -89,7 +91,7 @@ def experiment_workspace(root: Path, params: dict[str, Any],
     # the pid in the name: a later run can tell a killed run's worktree from a live one's
     tmp = Path(tempfile.mkdtemp(prefix=f"exp-{os.getpid()}-", dir=base))
     work = tmp / "ws"
-    done = _run(["git", "worktree", "add", "--detach", str(work), "HEAD"], root)
+    done = run_captured(["git", "worktree", "add", "--detach", str(work), "HEAD"], root)
     if done.returncode:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot make a worktree of {root} for the experiment: "
@@ -102,17 +104,17 @@ def experiment_workspace(root: Path, params: dict[str, Any],
         # inputs the overrides leave alone.
         if (root / "dvc.lock").is_file():
             shutil.copy2(root / "dvc.lock", work / "dvc.lock")
-        cache = _run([sys.executable, "-m", "dvc", "cache", "dir"], root).stdout.strip()
-        _run([sys.executable, "-m", "dvc", "cache", "dir", "--local",
+        cache = run_captured([sys.executable, "-m", "dvc", "cache", "dir"], root).stdout.strip()
+        run_captured([sys.executable, "-m", "dvc", "cache", "dir", "--local",
               cache or str(root / ".dvc" / "cache")], work)
         # the cached outputs of the workspace's dvc.lock, linked from the shared cache (the
         # stages write by rename, so a hard link is never written through): DVC then skips
         # every stage the overrides leave alone, which its run cache alone cannot restore for
         # stages with uncached outputs (asr, pack). An output missing from the cache is left
         # out (its stage runs).
-        _run([sys.executable, "-m", "dvc", "config", "--local", "cache.type",
+        run_captured([sys.executable, "-m", "dvc", "config", "--local", "cache.type",
               "reflink,hardlink,copy"], work)
-        _run([sys.executable, "-m", "dvc", "checkout", "--quiet"], work)
+        run_captured([sys.executable, "-m", "dvc", "checkout", "--quiet"], work)
         linked = copied = 0
         for rel, persist in uncached_outputs(root):
             n_linked, n_copied = _place(root / rel, work / rel, link=persist)
@@ -121,7 +123,7 @@ def experiment_workspace(root: Path, params: dict[str, Any],
             f"untracked file(s)), {linked} output file(s) linked, {copied} copied")
         yield work
     finally:
-        _run(["git", "worktree", "remove", "--force", str(work)], root)
+        run_captured(["git", "worktree", "remove", "--force", str(work)], root)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -199,10 +201,10 @@ def sweep_stale_workspaces(root: Path) -> int:
         pid = tmp.name.split("-")[1]
         if pid.isdigit() and process_alive(int(pid)):
             continue
-        _run(["git", "worktree", "remove", "--force", str(tmp / "ws")], root)
+        run_captured(["git", "worktree", "remove", "--force", str(tmp / "ws")], root)
         shutil.rmtree(tmp, ignore_errors=True)
         removed += 1
-    _run(["git", "worktree", "prune"], root)
+    run_captured(["git", "worktree", "prune"], root)
     return removed
 
 
@@ -224,7 +226,7 @@ def save_experiment(work: Path, name: str, root: Path, stages: list[str] | None 
     when any stage's output is missing, e.g. a reports page the workspace never made)."""
     untracked = [a for rel, _ in uncached_outputs(root) if (work / rel).exists()
                  and rel.startswith(("metrics/", "dvclive/")) for a in ("-I", rel)]
-    saved = _run([sys.executable, "-m", "dvc", "exp", "save", *(stages or []), "--force",
+    saved = run_captured([sys.executable, "-m", "dvc", "exp", "save", *(stages or []), "--force",
                   "-n", name, *untracked], work)
     if saved.returncode:
         raise RuntimeError(f"dvc exp save failed: {stage_error(saved.stdout + saved.stderr)}")
